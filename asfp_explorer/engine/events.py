@@ -1,0 +1,98 @@
+"""The events a run emits, and the immutable snapshot observers receive.
+
+Observers are callables `observer(event) -> None`. They watch; they cannot change training:
+they get read-only copies (numpy arrays with writeable=False, read-only mappings) and never
+the model. An observer that raises is reported once and detached; the run goes on.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+
+class EventKind(str, enum.Enum):
+    RUN_START = "run_start"  # data: config, layers, dense counts, device, environment
+    MASKS_UPDATED = "masks_updated"  # data: EpochSnapshot (masks freshly recomputed)
+    EVALUATED = "evaluated"  # data: {"masked": bool, "test_acc": float}
+    EPOCH_END = "epoch_end"  # data: EpochSnapshot
+    PARAMETERS_CHANGED = "parameters_changed"  # data: {"changes": {...}, "config": {...}}
+    RUN_END = "run_end"  # data: {"status": finished|stopped|diverged|failed, "message": str}
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: EventKind
+    epoch: int  # epochs completed when the event fired (0 = before training)
+    data: Any
+
+
+Observer = Callable[[Event], None]
+
+
+@dataclass(frozen=True)
+class EpochSnapshot:
+    """Everything observers learn about one epoch; built from one device-to-host copy.
+
+    Accuracies are fractions in [0, 1]; MACs are multiply-accumulates of conv layers;
+    seconds are wall-clock. Per-layer arrays follow `layer_names` order.
+    """
+
+    epoch: int
+    total_epochs: int
+    lr: float
+    prune_ratio: float  # scheduled P(epoch)
+    masks_updated: bool
+    train_loss: float | None  # None at epoch 0
+    train_acc: float | None
+    test_acc_unmasked: float | None  # before the mask update (None when there was none)
+    test_acc_masked: float  # the model as it stands at the end of the epoch
+    layer_names: tuple[str, ...]
+    norms: tuple[np.ndarray, ...]  # ℓ2 filter norms per layer, just before the mask was applied
+    masks: tuple[np.ndarray, ...]  # bool per filter, True = kept
+    pruned: tuple[int, ...]
+    revived: tuple[int, ...]  # filters pruned at the previous update and kept now
+    exact_macs: int
+    exact_params: int
+    paper_macs: float
+    epoch_seconds: float
+    prune_seconds: float  # of which spent computing and applying masks
+    extra: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+    def metrics(self) -> dict[str, Any]:
+        """The JSON-able per-epoch record (one metrics.jsonl line)."""
+        return {
+            "epoch": self.epoch,
+            "total_epochs": self.total_epochs,
+            "lr": self.lr,
+            "prune_ratio": self.prune_ratio,
+            "masks_updated": self.masks_updated,
+            "train_loss": self.train_loss,
+            "train_acc": self.train_acc,
+            "test_acc_unmasked": self.test_acc_unmasked,
+            "test_acc_masked": self.test_acc_masked,
+            "pruned": dict(zip(self.layer_names, self.pruned)),
+            "revived": dict(zip(self.layer_names, self.revived)),
+            "pruned_total": int(sum(self.pruned)),
+            "revived_total": int(sum(self.revived)),
+            "exact_macs": self.exact_macs,
+            "exact_params": self.exact_params,
+            "paper_macs": self.paper_macs,
+            "epoch_seconds": self.epoch_seconds,
+            "prune_seconds": self.prune_seconds,
+            **dict(self.extra),
+        }
+
+
+def readonly(a: np.ndarray) -> np.ndarray:
+    a = np.array(a, copy=True)
+    a.setflags(write=False)
+    return a
+
+
+def frozen(d: Mapping[str, Any]) -> Mapping[str, Any]:
+    return MappingProxyType(dict(d))

@@ -1,0 +1,1 @@
+"""Filter pruning: criteria (scores), masks (selection, zeroing), and the soft/hard algorithm."""
