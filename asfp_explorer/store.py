@@ -98,6 +98,11 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
 
 
+def _plain(obj: Any) -> Any:
+    """The JSON form of `obj` (tuples become lists), so live and loaded records compare equal."""
+    return json.loads(json.dumps(obj, default=_json_default))
+
+
 def read_jsonl(path: Path) -> list[dict]:
     """Every complete line; a cut-off last line (a crash mid-write) is dropped with a warning."""
     if not path.exists():
@@ -156,11 +161,11 @@ class RunData:
     def apply(self, event: Event) -> None:
         """Fold one engine event into the record (the recorder and live views use this)."""
         if event.kind is EventKind.RUN_START:
-            d = dict(event.data)
+            d = _plain(event.data)
             self.config = d.pop("config")
             if d.get("resumed"):
                 self.truncate(event.epoch)
-            self.info = {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
+            self.info = d
             self.summary = {**self.summary, "status": "running"}
         elif event.kind is EventKind.EPOCH_END:
             snap: EpochSnapshot = event.data
@@ -169,9 +174,9 @@ class RunData:
             self.masks.append(snap.masks)
             self.summary = {**self.summary, **_summarise(self), "status": "running"}
         elif event.kind is EventKind.PARAMETERS_CHANGED:
-            self.config = dict(event.data["config"])
+            self.config = _plain(event.data["config"])
             self.events.append({"event": event.kind.value, "epoch": event.epoch,
-                                "changes": event.data["changes"]})
+                                "changes": _plain(event.data["changes"])})
         elif event.kind is EventKind.RUN_END:
             self.events.append({"event": event.kind.value, "epoch": event.epoch,
                                 **dict(event.data)})
