@@ -14,9 +14,9 @@ D_MAX = 0.75  # spec §5: P(D*T) = 3/4 P has a solution in (0, 1) only for 0 < D
 
 
 def _check(e: float, total_epochs: int, prune_ratio: float) -> None:
-    if not 0.0 <= prune_ratio < 1.0:
+    if not (isinstance(prune_ratio, (int, float)) and 0.0 <= prune_ratio < 1.0):
         raise ValueError(f"prune_ratio: {prune_ratio!r} is outside [0, 1)")
-    if total_epochs < 1:
+    if isinstance(total_epochs, bool) or not isinstance(total_epochs, int) or total_epochs < 1:
         raise ValueError(f"epochs: {total_epochs!r} must be a positive integer")
     if not 0 <= e <= total_epochs:
         raise ValueError(f"epoch: {e!r} is outside [0, {total_epochs}]")
@@ -103,6 +103,7 @@ def prune_ratio_at(
 
 def schedule_values(schedule: str, total_epochs: int, prune_ratio: float, d: float = 0.125) -> list[float]:
     """P(e) for every e = 0..T (T + 1 values)."""
+    _check(0, total_epochs, prune_ratio)
     return [prune_ratio_at(schedule, e, total_epochs, prune_ratio, d) for e in range(total_epochs + 1)]
 
 

@@ -165,6 +165,7 @@ class RunData:
             self.config = d.pop("config")
             if d.get("resumed"):
                 self.truncate(event.epoch)
+                self.events.append({"event": "resumed", "epoch": event.epoch})
             self.info = d
             self.summary = {**self.summary, "status": "running"}
         elif event.kind is EventKind.EPOCH_END:
@@ -268,6 +269,7 @@ class RunRecorder:
             (p / "layers").mkdir(parents=True, exist_ok=True)
             if event.data.get("resumed"):
                 self._rewrite_metrics()
+                append_line(p / "events.jsonl", self.run.events[-1])
             else:
                 atomic_write_json(p / "config.json", self.run.config)
                 atomic_write_json(p / "environment.json",

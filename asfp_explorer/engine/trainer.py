@@ -164,6 +164,13 @@ class Trainer:
                 self.status = "finished"
         except KeyboardInterrupt:
             self.status = "stopped"  # the epoch in progress is dropped; the checkpoint stands
+        except torch.cuda.OutOfMemoryError:
+            self.status = "failed"
+            self._end(f"out of GPU memory in epoch {self.epoch + 1} at batch size "
+                      f"{self.config.data.batch_size}; try a smaller batch (e.g. "
+                      f"--batch-size {max(1, self.config.data.batch_size // 2)}); the run "
+                      f"is resumable from epoch {self.epoch}")
+            return self.status
         except Exception as e:
             self.status = "failed"
             self._end(f"{type(e).__name__}: {e}")
@@ -283,9 +290,9 @@ class Trainer:
             lr=lr_at(self.config, max(self.epoch - 1, 0)),
             prune_ratio=self.pruning.prune_ratio(self.epoch),
             masks_updated=update,
-            train_loss=None if math.isnan(loss) else float(loss / n_train),
-            train_acc=None if math.isnan(tcorrect) else float(tcorrect / n_train),
-            test_acc_unmasked=None if math.isnan(unmasked) else float(unmasked / n_test),
+            train_loss=None if loss_sum is None else float(loss / n_train),
+            train_acc=None if correct is None else float(tcorrect / n_train),
+            test_acc_unmasked=None if acc_unmasked is None else float(unmasked / n_test),
             test_acc_masked=float(masked / n_test),
             layer_names=names,
             norms=norms_h,
@@ -305,14 +312,16 @@ class Trainer:
                                       f"{self.epoch - 1} is kept (try a lower learning rate)")
             self.epoch -= 1
             return False
-        if self.checkpoint_path is not None:
-            self.save_checkpoint(self.checkpoint_path)
         if snap.test_acc_unmasked is not None:
             self._emit(EventKind.EVALUATED, frozen({"masked": False, "test_acc": snap.test_acc_unmasked}))
         if update:
             self._emit(EventKind.MASKS_UPDATED, snap)
         self._emit(EventKind.EVALUATED, frozen({"masked": update, "test_acc": snap.test_acc_masked}))
         self._emit(EventKind.EPOCH_END, snap)
+        # After the recorder has written the epoch: a crash in between leaves metrics one
+        # epoch ahead of the checkpoint, and resuming drops that line and recomputes it.
+        if self.checkpoint_path is not None:
+            self.save_checkpoint(self.checkpoint_path)
         return True
 
     # ----------------------------------------------------------------- parameter changes
