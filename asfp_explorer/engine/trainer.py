@@ -215,23 +215,10 @@ class Trainer:
 
     def _train_epoch(self) -> bool:
         t0 = time.perf_counter()
-        model, opt = self.model, self.optimizer
         lr = lr_at(self.config, self.epoch)
-        for group in opt.param_groups:
+        for group in self.optimizer.param_groups:
             group["lr"] = lr
-        model.train()
-        loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), device=self.device, dtype=torch.long)
-        for x, y in self.train_loader:
-            out = model(x)
-            loss = F.cross_entropy(out, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            self.pruning.before_step()
-            opt.step()
-            self.pruning.after_step()
-            loss_sum += loss.detach() * y.shape[0]
-            correct += (out.detach().argmax(1) == y).sum()
+        loss_sum, correct = self._iterations()
         self.epoch += 1
         update = self.pruning.is_update_epoch(self.epoch)
         prev = dict(self.pruning.masks)
@@ -246,6 +233,24 @@ class Trainer:
         acc = self._evaluate()
         return self._finish_epoch(loss_sum, correct, acc_unmasked, acc, norms, prev, update, t0,
                                   watch)
+
+    def _iterations(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """One pass over the training set; (loss sum, correct count) stay on the device."""
+        model, opt = self.model, self.optimizer
+        model.train()
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        for x, y in self.train_loader:
+            out = model(x)
+            loss = F.cross_entropy(out, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.pruning.before_step()
+            opt.step()
+            self.pruning.after_step()
+            loss_sum += loss.detach() * y.shape[0]
+            correct += (out.detach().argmax(1) == y).sum()
+        return loss_sum, correct
 
     @torch.no_grad()
     def _evaluate(self) -> torch.Tensor:

@@ -1,0 +1,32 @@
+"""GPU-only checks (skipped without CUDA): no host syncs in the hot loop, device data."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from asfp_explorer.engine import Trainer
+from conftest import requires_gpu, tiny_config
+
+
+@requires_gpu
+@pytest.mark.parametrize("method", ["asfp", "hard-asfp"])
+def test_iterations_and_mask_update_make_no_host_sync(method):
+    t = Trainer(tiny_config(training={"device": "cuda"}, pruning={"method": method}))
+    t.pruning.update_masks(0)
+    t._iterations()  # warm-up: lazy CUDA initialisation may sync once
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        t._iterations()
+        t._evaluate()
+        t.pruning.update_masks(1)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+@requires_gpu
+def test_data_lives_on_the_gpu_and_a_run_finishes():
+    t = Trainer(tiny_config(training={"device": "cuda", "epochs": 2}))
+    assert t.data.x_train.is_cuda and t.train_loader.generator.device.type == "cuda"
+    assert t.run() == "finished"
