@@ -105,7 +105,7 @@ class Trainer:
         self.data = data.to(self.device)
         self.model = (model if model is not None else build_model(
             config.model.name, data.num_classes, data.input_size[0])).to(self.device)
-        self.convs = prunable_layers(self.model)
+        self.convs = prunable_layers(self.model, data.input_size)
         self.layer_names = tuple(self.convs)
         self.layer_sizes = tuple(c.out_channels for c in self.convs.values())
         self.pruning = FilterPruning(self.convs, config.pruning, config.training.epochs)
@@ -119,6 +119,9 @@ class Trainer:
         self.test_loader = DeviceLoader(self.data, "test", max(config.data.batch_size, 256),
                                         False, False)
         self.macs = MacCounter(self.model, data.input_size)
+        # Traced here, on the caller's thread: fx/fvcore tracing is not safe to run from two
+        # training threads at once.
+        self.fvcore_dense_macs = fvcore_conv_macs(self.model, data.input_size)
         self.epoch = 0  # epochs completed
         self.status = "created"
         self._resumed = False
@@ -199,7 +202,7 @@ class Trainer:
             "device": str(self.device),
             "dense_macs": self.macs.dense_macs,
             "dense_params": self.macs.dense_params,
-            "fvcore_dense_macs": fvcore_conv_macs(self.model, self.data.input_size),
+            "fvcore_dense_macs": self.fvcore_dense_macs,
             "resumed": resumed,
             "start_epoch": self.epoch,
         })
