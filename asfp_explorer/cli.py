@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-SUBCOMMANDS = ("schedule", "flops", "train", "show")
+SUBCOMMANDS = ("schedule", "flops", "train", "show", "export", "compare", "report")
 
 
 class OneLineParser(argparse.ArgumentParser):

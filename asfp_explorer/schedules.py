@@ -66,10 +66,12 @@ def asymptotic(e: float, total_epochs: int, prune_ratio: float, d: float = 0.125
     _check(e, total_epochs, prune_ratio)
     if e >= total_epochs:
         return prune_ratio  # forced: floating point must not lose a filter to floor()
+    if e <= 0:
+        return 0.0  # exactly; for a tiny D, k is infinite and k * 0 would be NaN
     z = asymptotic_z(d)
     k = -math.log(z) / (d * total_epochs)
     a = 0.75 * prune_ratio / (z - 1.0)
-    return a * math.exp(-k * e) - a
+    return min(prune_ratio, a * math.exp(-k * e) - a)  # rounding must not overshoot P
 
 
 def linear(e: float, total_epochs: int, prune_ratio: float, ramp_epochs: int | None = None) -> float:

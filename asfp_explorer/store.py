@@ -393,3 +393,21 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def load_model(run_dir: str | os.PathLike):
+    """The run's model as it stands at its checkpoint (masked), with its masks and input size.
+
+    Returns `(model in eval mode, {layer: bool mask}, (C, H, W))`; built-in models only.
+    """
+    from .config import RunConfig
+    from .models import build_model
+
+    run = load_run(run_dir)
+    state = load_checkpoint(run_dir)
+    config = RunConfig.from_dict(state["config"])
+    info = run.info
+    model = build_model(config.model.name, info["num_classes"], info["input_size"][0])
+    model.load_state_dict(state["model"])
+    masks = {n: m.bool() for n, m in state["pruning"]["masks"].items()}
+    return model.eval(), masks, tuple(info["input_size"])

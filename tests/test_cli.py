@@ -76,6 +76,13 @@ def test_train_end_to_end_on_digits_then_show(tmp_path):
     s = cli("show", str(out))
     assert s.returncode == 0
     assert "finished" in s.stdout and "asfp" in s.stdout
+    # the compact model computes what the masked one does, with the MACs counted in training
+    ex = cli("export", str(out), "--json", "--device", "cpu")
+    assert ex.returncode == 0, ex.stderr
+    summary = json.loads(ex.stdout)
+    assert summary["relative_error"] <= 1e-4
+    assert summary["compact_macs"] == json.loads(lines[-1])["exact_macs"]
+    assert (out / "export" / "compact.pt").exists()
     # the same folder again is refused, and nothing is lost
     again = cli("train", "--epochs", "1", "--out", "runs/e2e", "--quiet", cwd=tmp_path)
     assert again.returncode == 2 and "already holds a run" in again.stderr

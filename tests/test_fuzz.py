@@ -12,7 +12,7 @@ from contextlib import redirect_stderr, redirect_stdout
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from asfp_explorer import schedules
@@ -65,6 +65,8 @@ def test_config_dicts_validate_or_fail_in_one_line(d):
 @settings(max_examples=300, deadline=None)
 @given(st.floats(allow_nan=True, allow_infinity=True), st.integers(-5, 400),
        st.floats(allow_nan=True, allow_infinity=True), st.sampled_from(schedules.SCHEDULES))
+@example(0.0, 1, 5e-324, "asymptotic")  # found by the fuzzer: a tiny D made P(0) NaN
+@example(0.4, 3, 1e-300, "asymptotic")
 def test_schedules_never_return_nan(p, t, d, name):
     try:
         vals = schedules.schedule_values(name, t, p, d)

@@ -130,3 +130,46 @@ def test_two_concurrent_runs_do_not_mix(tmp_path):
     for name in ("a", "b"):
         seq, par = load_run(tmp_path / f"{name}_seq"), load_run(tmp_path / f"{name}_par")
         assert comparable(seq) == comparable(par)
+
+
+def test_tracing_while_another_run_trains_changes_neither(tmp_path):
+    """fx tracing patches Module.__call__ process-wide; the trace lock keeps runs out of it."""
+    from asfp_explorer.flops import MacCounter
+    from asfp_explorer.models import build_model
+
+    cfg = tiny_config(training={"seed": 5, "epochs": 4})
+    RunHandle(cfg, tmp_path / "alone").run()
+    handle = RunHandle(cfg, tmp_path / "beside_traces").start()
+    model = build_model("resnet20", 10, 1)
+    counts = set()
+    while handle.status in ("created", "running"):
+        counts.add(MacCounter(model, (1, 8, 8)).dense_macs)
+    assert handle.wait(300) == "finished"
+    assert len(counts) == 1
+    assert comparable(load_run(tmp_path / "alone")) == comparable(load_run(tmp_path / "beside_traces"))
+
+
+def test_trace_lock_waits_for_running_models_and_refuses_to_deadlock():
+    from asfp_explorer.models.trace_lock import running_models, tracing
+
+    order = []
+    inside = threading.Event()
+    release = threading.Event()
+
+    def train():
+        with running_models():
+            inside.set()
+            release.wait(5)
+            order.append("trained")
+
+    t = threading.Thread(target=train)
+    t.start()
+    inside.wait(5)
+    threading.Timer(0.2, release.set).start()
+    with tracing():
+        order.append("traced")
+    t.join()
+    assert order == ["trained", "traced"]
+    with running_models(), pytest.raises(RuntimeError, match="deadlock"):
+        with tracing():
+            pass

@@ -37,6 +37,7 @@ from ..config import ConfigError, RunConfig
 from ..data import Dataset, DeviceLoader, load_dataset
 from ..flops import MacCounter, fvcore_conv_macs
 from ..models import build_model, prunable_layers
+from ..models.trace_lock import running_models
 from ..pruning.algorithm import FilterPruning
 from ..pruning.criteria import lp_norms
 from .events import EpochSnapshot, Event, EventKind, Observer, frozen, readonly
@@ -119,8 +120,7 @@ class Trainer:
         self.test_loader = DeviceLoader(self.data, "test", max(config.data.batch_size, 256),
                                         False, False)
         self.macs = MacCounter(self.model, data.input_size)
-        # Traced here, on the caller's thread: fx/fvcore tracing is not safe to run from two
-        # training threads at once.
+        # Both trace the model; models/trace_lock.py keeps other runs' training out meanwhile.
         self.fvcore_dense_macs = fvcore_conv_macs(self.model, data.input_size)
         self.epoch = 0  # epochs completed
         self.status = "created"
@@ -243,16 +243,17 @@ class Trainer:
         model.train()
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
-        for x, y in self.train_loader:
-            out = model(x)
-            loss = F.cross_entropy(out, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            self.pruning.before_step()
-            opt.step()
-            self.pruning.after_step()
-            loss_sum += loss.detach() * y.shape[0]
-            correct += (out.detach().argmax(1) == y).sum()
+        with running_models():  # no fx trace elsewhere in the process meanwhile
+            for x, y in self.train_loader:
+                out = model(x)
+                loss = F.cross_entropy(out, y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                self.pruning.before_step()
+                opt.step()
+                self.pruning.after_step()
+                loss_sum += loss.detach() * y.shape[0]
+                correct += (out.detach().argmax(1) == y).sum()
         return loss_sum, correct
 
     @torch.no_grad()
@@ -260,8 +261,9 @@ class Trainer:
         """Correct test predictions, as a device tensor (no sync)."""
         self.model.eval()
         correct = torch.zeros((), device=self.device, dtype=torch.long)
-        for x, y in self.test_loader:
-            correct += (self.model(x).argmax(1) == y).sum()
+        with running_models():
+            for x, y in self.test_loader:
+                correct += (self.model(x).argmax(1) == y).sum()
         self.model.train()
         return correct
 

@@ -1,22 +1,29 @@
 """Model registry and the prunable-layer rule.
 
 A model says which of its convs are prunable (spec §3) through a method
-`prunable_conv_names() -> list[str]`, so pruning code never counts parameter indices.
+`prunable_conv_names() -> list[str]`, so pruning code never counts parameter indices. A user's
+own model without that method is traced with torch.fx instead (models/tracing.py).
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 from torch import nn
 
 from .cifar_resnet import CifarResNet
+from .torchvision_resnets import SPECS as TORCHVISION_DEPTHS
+from .torchvision_resnets import TorchvisionResNet
 
 # name -> builder(num_classes, in_channels)
 _REGISTRY: dict[str, Callable[[int, int], nn.Module]] = {
     f"resnet{d}": (lambda d: lambda num_classes, in_channels: CifarResNet(d, num_classes, in_channels))(d)
     for d in (20, 32, 56, 110)
 }
+_REGISTRY.update({
+    f"resnet{d}": (lambda d: lambda num_classes, in_channels: TorchvisionResNet(d, num_classes, in_channels))(d)
+    for d in TORCHVISION_DEPTHS
+})
 
 
 def model_names() -> list[str]:
@@ -36,12 +43,23 @@ def build_model(name: str, num_classes: int = 10, in_channels: int = 3) -> nn.Mo
     return _REGISTRY[name](num_classes, in_channels)
 
 
-def prunable_layers(model: nn.Module) -> dict[str, nn.Conv2d]:
-    """Prunable convs of `model` by qualified name, in forward order."""
-    if not hasattr(model, "prunable_conv_names"):
-        raise TypeError(
-            f"{type(model).__name__} has no prunable_conv_names(); "
-            "see docs on marking prunable layers"
-        )
+def prunable_layers(model: nn.Module, input_size: Sequence[int] | None = None) -> dict[str, nn.Conv2d]:
+    """Prunable convs of `model` by qualified name, in forward order.
+
+    The model's own `prunable_conv_names()` decides when it has one (spec §3 for the built-in
+    ResNets); otherwise torch.fx finds them (`tracing.find_prunable_layers`), probing with
+    `input_size` (C, H, W), or (C of the first conv, 32, 32) when it is not given.
+    """
     modules = dict(model.named_modules())
-    return {name: modules[name] for name in model.prunable_conv_names()}
+    if hasattr(model, "prunable_conv_names"):
+        names = list(model.prunable_conv_names())
+    else:
+        from .tracing import find_prunable_layers, guess_input_size
+
+        size = tuple(input_size) if input_size is not None else guess_input_size(model)
+        names, _ = find_prunable_layers(model, size)
+    for name in names:
+        if not isinstance(modules.get(name), nn.Conv2d):
+            raise TypeError(f"prunable layer {name!r} of {type(model).__name__} is not an nn.Conv2d "
+                            "submodule; prunable_conv_names() must name Conv2d modules")
+    return {name: modules[name] for name in names}
