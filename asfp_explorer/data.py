@@ -113,6 +113,13 @@ def load_npz(path: str | os.PathLike | None) -> Dataset:
     num_classes = int(y_all.max()) + 1 if len(y_all) else 0
     if num_classes < 2 or len(arrays["y_train"]) == 0 or len(arrays["y_test"]) == 0:
         raise DataError("data.path: needs non-empty train and test splits with >= 2 classes")
+    # Classes are 0..max label; one without training images is almost always a labelling
+    # mistake (1-based labels, a stray id) that would silently train a wrong classifier.
+    absent = np.setdiff1d(np.arange(num_classes), arrays["y_train"].astype(np.int64))
+    if len(absent):
+        raise DataError(f"data.y_train: labels run 0..{num_classes - 1} but class "
+                        f"{int(absent[0])} has no training images ({len(absent)} such); "
+                        "expected labels 0..classes-1 without gaps")
     x3 = xs["train"]
     if x3.shape[1] == 3 and x3.shape[2:] == (32, 32):
         mean, std = CIFAR10_MEAN, CIFAR10_STD

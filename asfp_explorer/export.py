@@ -99,7 +99,7 @@ class ConstantInputMap(nn.Module):
     """
 
     def __init__(self, out_channels: int, kernel_size: Sequence[int], stride: Sequence[int],
-                 padding: Sequence[int], dilation: Sequence[int]):
+                 padding: Sequence[int], dilation: Sequence[int], cached_size: Sequence[int] = (0, 0)):
         super().__init__()
         self.out_channels = out_channels
         self.kernel_size: List[int] = [int(k) for k in kernel_size]
@@ -107,18 +107,37 @@ class ConstantInputMap(nn.Module):
         self.padding: List[int] = [int(p) for p in padding]
         self.dilation: List[int] = [int(d) for d in dilation]
         self.register_buffer("tap_sums", torch.zeros(out_channels, self.kernel_size[0], self.kernel_size[1]))
+        # The map for one input size (H, W), kept: recomputing it costs ~10 small ops per conv
+        # per forward, which on small inputs is a sizeable share of the compact model's time.
+        self.cached_size: List[int] = [int(s) for s in cached_size]
+        h, w = self.cached_size
+        shape = (1, out_channels, self._out(h, 0), self._out(w, 1)) if h and w else (0,)
+        self.register_buffer("cached_map", torch.zeros(shape))
+
+    def _out(self, size: int, dim: int) -> int:
+        k, s, p, d = self.kernel_size[dim], self.stride[dim], self.padding[dim], self.dilation[dim]
+        return (size + 2 * p - d * (k - 1) - 1) // s + 1
 
     def _inside(self, size: int, dim: int) -> torch.Tensor:
         k, s, p, d = self.kernel_size[dim], self.stride[dim], self.padding[dim], self.dilation[dim]
-        out = (size + 2 * p - d * (k - 1) - 1) // s + 1
         device = self.tap_sums.device
-        pos = (torch.arange(out, device=device) * s - p).unsqueeze(1) + (torch.arange(k, device=device) * d).unsqueeze(0)
+        pos = (torch.arange(self._out(size, dim), device=device) * s - p).unsqueeze(1) + (torch.arange(k, device=device) * d).unsqueeze(0)
         return ((pos >= 0) & (pos < size)).to(self.tap_sums.dtype)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = self._inside(x.shape[2], 0)  # (H_out, k_h)
-        cols = self._inside(x.shape[3], 1)  # (W_out, k_w)
+    def _map(self, h: int, w: int) -> torch.Tensor:
+        rows = self._inside(h, 0)  # (H_out, k_h)
+        cols = self._inside(w, 1)  # (W_out, k_w)
         return torch.matmul(torch.matmul(rows, self.tap_sums), cols.t()).unsqueeze(0)
+
+    def cache(self, h: int, w: int) -> None:
+        """Keep the map for inputs of height `h` and width `w` (call once `tap_sums` is set)."""
+        self.cached_size = [int(h), int(w)]
+        self.cached_map = self._map(int(h), int(w))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[2] == self.cached_size[0] and x.shape[3] == self.cached_size[1]:
+            return self.cached_map
+        return self._map(x.shape[2], x.shape[3])
 
 
 HELPERS = {c.__name__: c for c in (Expand, ScatterAdd, ConstantInputMap)}
@@ -305,6 +324,7 @@ def compact(model: nn.Module, masks: Mapping[str, torch.Tensor],
                     padding = (0, 0) if isinstance(conv.padding, str) else conv.padding  # "valid"
                     fold = ConstantInputMap(w.shape[0], conv.kernel_size, conv.stride, padding, conv.dilation)
                     fold.tap_sums = taps.clone()
+                    fold.cache(*shapes[x.name][2:])
                     new = g.call_function(operator.add, (new, g.call_module(helper("fold", node, fold), (env[x],))))
             env[node] = new
             if kept_out is not None:

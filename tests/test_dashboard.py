@@ -263,3 +263,7 @@ def test_export_button_shows_the_compact_models_speedup(tmp_path):
     replay = Dashboard.replay(tmp_path / "run")
     assert replay.speedup.value == dash.speedup.value
     assert not replay.controls.export.disabled
+    from asfp_explorer.viz import report_html
+
+    page = report_html(tmp_path / "run", tmp_path / "report.html").read_text()
+    assert "The compact model" in page and dash.speedup.value in page

@@ -46,6 +46,9 @@ def test_npz_validation(tmp_path):
         "x_train: dtype float32": {**good, "x_train": good["x_train"].astype(np.float32)},
         "y_train: dtype int64, shape \\(3,\\)": {**good, "y_train": np.array([0, 1, 0])},
         "negative": {**good, "y_test": np.array([0, -1])},
+        "class 0 has no training images": {**good, "y_train": np.array([1, 2, 1, 2]),
+                                            "y_test": np.array([1, 2])},  # 1-based labels
+        "class 2 has no training images \\(98 such\\)": {**good, "y_test": np.array([0, 99])},
     }
     for msg, arrays in cases.items():
         np.savez(f, **arrays)

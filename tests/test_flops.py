@@ -84,6 +84,11 @@ def test_paper_imagenet_published_numbers():
     # resolution (stride on the 1x1, ResNet v1); torchvision strides the 3x3 (v1.5), which
     # gives 41.5 % with the same rule. SFP's own ResNet-50 row says 41.8 %.
     assert abs(red50 - 41.8) < 0.5 and abs(red50 - 42.2) < 0.75
+    v1 = build_model("resnet50", 1000)
+    for stage in (v1.layer2, v1.layer3, v1.layer4):  # ResNet v1: the stride on the first 1x1
+        stage[0].conv1.stride, stage[0].conv2.stride = (2, 2), (1, 1)
+    r50v1 = MacCounter(v1, (3, 224, 224))
+    assert abs(100 * (1 - r50v1.paper_macs(0.3) / r50v1.dense_macs) - 42.2) < 0.5
 
 
 def test_exact_resnet56_at_04_is_about_half():

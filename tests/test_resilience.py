@@ -28,6 +28,12 @@ def cli(*args, cwd):
                             env={**os.environ, "PYTHONWARNINGS": "ignore"})
 
 
+def finish(proc, timeout=600):
+    """Wait for `proc`; returns (exit status, its output). Closes its pipes."""
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out + err
+
+
 def epochs_written(run_dir):
     f = run_dir / "metrics.jsonl"
     return len(f.read_text().splitlines()) - 1 if f.exists() else -1
@@ -47,15 +53,16 @@ def comparable(run):
 
 def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path):
     ref = cli("train", *TRAIN, "--out", "ref", cwd=tmp_path)
-    assert ref.wait(600) == 0, ref.communicate()
+    rc, out = finish(ref)
+    assert rc == 0, out
     victim = cli("train", *TRAIN, "--out", "victim", cwd=tmp_path)
     wait_for_epoch(tmp_path / "victim", 2, victim)
     time.sleep(0.3)  # well into epoch 3 (about a second per epoch here)
     victim.send_signal(signal.SIGKILL)
-    victim.wait()
+    finish(victim)
     assert epochs_written(tmp_path / "victim") < 4
-    resumed = cli("train", "--resume", "victim", "--quiet", cwd=tmp_path)
-    assert resumed.wait(600) == 0, resumed.communicate()
+    rc, out = finish(cli("train", "--resume", "victim", "--quiet", cwd=tmp_path))
+    assert rc == 0, out
     a, b = load_run(tmp_path / "ref"), load_run(tmp_path / "victim")
     assert comparable(a) == comparable(b)
     for x, y in zip(a.masks, b.masks):
@@ -73,12 +80,11 @@ def test_sigterm_stops_cleanly_and_stays_resumable(tmp_path):
     p = cli("train", *TRAIN, "--out", "t", cwd=tmp_path)
     wait_for_epoch(tmp_path / "t", 1, p)
     p.send_signal(signal.SIGTERM)
-    assert p.wait(120) == 130
+    assert finish(p, 120)[0] == 130
     run = load_run(tmp_path / "t")
     assert run.status == "stopped" and "resumable" in run.summary["message"]
     assert not (tmp_path / "t" / "lock").exists()
-    done = cli("train", "--resume", "t", "--quiet", cwd=tmp_path)
-    assert done.wait(600) == 0
+    assert finish(cli("train", "--resume", "t", "--quiet", cwd=tmp_path))[0] == 0
     assert load_run(tmp_path / "t").metrics[-1]["epoch"] == 4
 
 

@@ -19,6 +19,7 @@ Unit: MACs, multiply-accumulates of conv layers (fvcore: one fused multiply-add 
 
 from __future__ import annotations
 
+import atexit
 import os
 import pickle
 import subprocess
@@ -141,8 +142,22 @@ class WorkerProcess:
                     self._proc.kill()
             self._proc = None
 
+    def shutdown(self) -> None:
+        """At interpreter exit: end the worker without taking the lock (a daemon thread may
+        still hold it, waiting on an answer that no longer matters)."""
+        proc = self._proc
+        if proc is None or proc.poll() is not None:
+            return
+        try:
+            proc.stdin.close()
+            proc.wait(timeout=2)
+        except (OSError, ValueError, subprocess.TimeoutExpired):
+            proc.kill()
+            proc.wait()
+
 
 _WORKER = WorkerProcess()
+atexit.register(_WORKER.shutdown)
 _WAITER: ThreadPoolExecutor | None = None  # one thread that waits on the worker's answers
 _SHARED_LOCK = threading.Lock()
 _COUNTERS: dict[tuple, Any] = {}

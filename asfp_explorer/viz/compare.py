@@ -20,6 +20,7 @@ from plotly.subplots import make_subplots
 
 from ..store import RunData, load_run
 from .figures import View, dashboard_figure, layer_explorer_figure
+from .speedup import read_export_summary, speedup_html
 
 RunLike = Any  # RunData, a run directory (str or Path), or anything with a `.run` RunData
 PALETTE = qualitative.Plotly
@@ -301,6 +302,9 @@ def report_html(run: RunLike, path: str | os.PathLike,
     html_figs = _figures_html(figs)
     parts += ["<h2>Run</h2>", html_figs[0], "<h2>Layers (choose one in the menu)</h2>",
               html_figs[1]]
+    exported = read_export_summary(r.path) if r.path is not None else None
+    if exported is not None:  # `asfp-explorer export RUN_DIR` was run
+        parts += ["<h2>The compact model</h2>", speedup_html(exported)]
     return _write(path, _page(f"report: {r.name}", parts))
 
 
