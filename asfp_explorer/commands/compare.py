@@ -6,7 +6,7 @@ per group; with --html, also writes the comparison figures as a self-contained p
 
 from __future__ import annotations
 
-import sys
+from .html_output import write_page
 
 
 def add_parser(sub) -> None:
@@ -30,11 +30,5 @@ def run(args) -> int:
     for r in rows:
         print("  ".join(f"{r[k]:<{widths[k]}}" for k in widths).rstrip())
     if args.html:
-        try:
-            path = compare_html(runs, args.html, args.label)
-        except OSError as e:
-            print(f"asfp-explorer compare: --html: cannot write {args.html!r} ({e.strerror})",
-                  file=sys.stderr)
-            return 2
-        print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, opens without a server)")
+        return write_page("compare", args.html, lambda: compare_html(runs, args.html, args.label))
     return 0

@@ -5,8 +5,9 @@ The page inlines plotly.js, so it opens from disk with no server and no internet
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
+
+from .html_output import write_page
 
 
 def add_parser(sub) -> None:
@@ -27,14 +28,7 @@ def run(args) -> int:
     data = load_run(args.run_dir)
     out = Path(args.html) if args.html else Path(args.run_dir) / "report.html"
     fv = _fvcore_counts(data) if args.fvcore else None
-    try:
-        path = report_html(data, out, fvcore_macs=fv)
-    except OSError as e:
-        print(f"asfp-explorer report: --html: cannot write {str(out)!r} ({e.strerror})",
-              file=sys.stderr)
-        return 2
-    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, opens without a server)")
-    return 0
+    return write_page("report", out, lambda: report_html(data, out, fvcore_macs=fv))
 
 
 def _fvcore_counts(data) -> dict[int, int]:
