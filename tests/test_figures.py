@@ -178,6 +178,12 @@ def test_report_and_compare_commands(viz_runs, tmp_path, capsys):
                           str(viz_runs["asfp"]), "--html", str(tmp_path / "c.html")]) == 0
     out = capsys.readouterr().out
     assert "method=sfp (n=2)" in out and (tmp_path / "c.html").exists()
+    (tmp_path / "a_file").write_text("")
+    nowhere = str(tmp_path / "a_file" / "x.html")  # its "folder" is a file
+    assert _cli(report, ["report", str(viz_runs["asfp"]), "--html", nowhere]) == 2
+    assert _cli(compare, ["compare", str(viz_runs["asfp"]), "--html", nowhere]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all("--html: cannot write" in line for line in err)
 
 
 def test_fvcore_count_of_the_compact_model_equals_the_exact_count(viz_runs):
