@@ -77,7 +77,7 @@ class Controls:
         self.export = w.Button(description="Compact + time", icon="compress", disabled=True,
                                tooltip="build the physically smaller model of the ended run and "
                                        "measure its speed-up against the dense one",
-                               layout=w.Layout(width="140px"))
+                               layout=w.Layout(width="160px"))
         self.prediction = w.HTML()
         self.message = w.HTML(layout=w.Layout(min_height="1.6em"))
         self.layer = w.Dropdown(options=[], description="layer", layout=_WIDE, style=_STYLE)
