@@ -8,6 +8,8 @@ import torch
 from asfp_explorer.engine import Trainer
 from conftest import requires_gpu, tiny_config
 
+pytestmark = pytest.mark.gpu  # benchmarks/gpu_checks.sh selects these with -m gpu
+
 
 @requires_gpu
 @pytest.mark.parametrize("method", ["asfp", "hard-asfp"])
