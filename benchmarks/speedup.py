@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     cuda = args.device.startswith("cuda")
+    if cuda and not torch.cuda.is_available():
+        p.error(f"--device: {args.device!r} was asked for but no CUDA device is available")
     sizes = {**CIFAR, **IMAGENET}
     names = args.models or list(sizes)
     unknown = [n for n in names if n not in sizes]
