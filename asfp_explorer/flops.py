@@ -50,6 +50,12 @@ def _width(layout: Layout, kept: Mapping[str, int]) -> int:
     return sum(kept.get(s.source, s.width) if s.source is not None else s.width for s in layout)
 
 
+def _kept_widths(c: "_Conv", kept: Mapping[str, int]) -> tuple[int, int]:
+    """(output, input) channels of conv `c` in the compact model."""
+    out = kept.get(c.out_source, c.out_channels) if c.out_source else c.out_channels
+    return out, (_width(c.in_layout, kept) if c.in_layout else c.in_channels)
+
+
 def _fraction(layout: Layout, keep_ratio: float) -> float:
     total = sum(s.width for s in layout)
     return sum(s.width * (keep_ratio if s.source is not None else 1.0) for s in layout) / total
@@ -123,8 +129,7 @@ class MacCounter:
         self._check(kept)
         total = 0
         for c in self._convs:
-            out = kept.get(c.out_source, c.out_channels) if c.out_source else c.out_channels
-            inp = _width(c.in_layout, kept) if c.in_layout else c.in_channels
+            out, inp = _kept_widths(c, kept)
             total += out * (inp // c.groups) * c.per_pair
         return total
 
@@ -133,8 +138,7 @@ class MacCounter:
         self._check(kept)
         removed = 0
         for c in self._convs:
-            out = kept.get(c.out_source, c.out_channels) if c.out_source else c.out_channels
-            inp = _width(c.in_layout, kept) if c.in_layout else c.in_channels
+            out, inp = _kept_widths(c, kept)
             removed += (c.out_channels * (c.in_channels // c.groups) - out * (inp // c.groups)) * c.weight_per_pair
             if c.has_bias:
                 removed += c.out_channels - out

@@ -46,7 +46,3 @@ class TorchvisionResNet(ResNet):
                 names += [f"layer{s}.{b}.{c}" for c in convs]
         return names
 
-
-def torchvision_resnet(depth: int, num_classes: int = 1000, in_channels: int = 3) -> TorchvisionResNet:
-    """A randomly initialised torchvision ResNet-`depth` (no weights are downloaded)."""
-    return TorchvisionResNet(depth, num_classes, in_channels)

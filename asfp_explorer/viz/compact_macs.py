@@ -6,9 +6,9 @@ stands in for the trained one: no weights have to leave the training thread. Res
 cached by the per-layer kept counts; a constant-ratio run therefore traces the model once.
 
 Why a separate process: `export.compact` and `flops.MacCounter` trace with torch.fx, and fx
-tracing patches `torch.nn.Module.__call__` for the whole interpreter while it runs. A trace on
-a worker thread reroutes the training thread's forward passes into the tracer and the run
-fails ("module is not installed as a submodule"). The process is `python -m` this module,
+tracing patches `torch.nn.Module.__call__` for the whole interpreter while it runs. In this
+process, the trace lock (models/trace_lock.py) would make each count wait for the epoch in
+progress and hold the next one up; in a process of its own it costs training nothing. The process is `python -m` this module,
 started on first use and shared by every dashboard of the kernel (not `multiprocessing`:
 spawn would re-run a user's unguarded `__main__`, fork would copy a threaded, OpenMP-using
 process). It has its own session, so interrupting the kernel does not kill it, and it exits
