@@ -1,4 +1,4 @@
-# make lab: the tutorial in JupyterLab. make test: the whole test suite.
+# make lab: the tutorial in JupyterLab. make test: ruff, then the whole test suite.
 # Both create .venv (from python3) and install the project into it when needed.
 PYTHON ?= python3
 VENV ?= .venv
@@ -9,10 +9,12 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# The tested versions (requirements/constraints.txt), with the optional figure and TensorBoard
+# outputs, so that every test runs.
+$(STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -c requirements/constraints.txt -e '.[test,figures,tensorboard]'
 	touch $(STAMP)
 
 # Loopback only, with Jupyter's generated token (printed in the log): never open on all
@@ -20,7 +22,9 @@ $(STAMP): pyproject.toml
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab --ServerApp.ip=127.0.0.1 notebooks/tutorial.ipynb
 
+# ruff first: pyflakes, import order and bugbear ([tool.ruff] in pyproject.toml), in seconds.
 test: $(STAMP)
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -ra $(PYTEST_ARGS)
 
 clean-venv:

@@ -1,4 +1,4 @@
-"""`asfp-explorer`: schedule | flops | train | show | export | compare | report.
+"""`asfp-explorer`: schedule | flops | train | study | show | export | compare | report | presets.
 
 Wrong arguments and bad input exit with status 2 and one line naming the argument and what
 is allowed; no traceback.
@@ -10,7 +10,8 @@ import argparse
 import importlib
 import sys
 
-SUBCOMMANDS = ("schedule", "flops", "train", "show", "export", "compare", "report")
+SUBCOMMANDS = ("schedule", "flops", "train", "study", "show", "export", "compare", "report",
+               "presets")
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -30,20 +31,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _loaded_class(module: str, name: str) -> type:
+    """`module.name` if the module was imported by now, else a class nothing is an instance
+    of: an error can only come from a module that ran, and importing data.py (torch, ~1.5 s)
+    just to name its error would slow every command down."""
+    return getattr(sys.modules.get(module), name, _NeverRaised)
+
+
+class _NeverRaised(Exception):
+    pass
+
+
 def main(argv: list[str] | None = None) -> int:
     from .config import ConfigError
-    from .data import DataError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, DataError) as e:
-        print(f"asfp-explorer {args.command}: {e}", file=sys.stderr)
-        return 2
-    except ValueError as e:  # RunDirError and schedule errors are ValueErrors with one line
-        from .store import RunDirError
-
-        if isinstance(e, RunDirError) or type(e) is ValueError:
+    except KeyboardInterrupt:  # Ctrl-C while a command starts up or reads: no traceback
+        print(f"asfp-explorer {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        data_error = _loaded_class("asfp_explorer.data", "DataError")
+        run_dir_error = _loaded_class("asfp_explorer.store", "RunDirError")
+        compact_error = _loaded_class("asfp_explorer.export.vocabulary", "CompactFormatError")
+        # RunDirError and schedule errors are ValueErrors with one line
+        if isinstance(e, (ConfigError, data_error, run_dir_error, compact_error)) or type(e) is ValueError:
             print(f"asfp-explorer {args.command}: {e}", file=sys.stderr)
             return 2
         raise

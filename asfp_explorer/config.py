@@ -11,11 +11,13 @@ import math
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from typing import Any, Mapping
 
-from .schedules import D_MAX, SCHEDULES
+from . import model_registry
+from .schedules import D_MAX
 
-# CIFAR ResNets (spec §3) and torchvision's ImageNet ResNets (registered in models/).
-MODELS = ("resnet20", "resnet32", "resnet56", "resnet110", "resnet18", "resnet34", "resnet50", "resnet101")
-DATASETS = ("digits", "cifar10", "npz")
+# Built-in models: CIFAR ResNets (spec §3) and torchvision's ImageNet ResNets. `model.name`
+# also accepts names added by `register_model` and `package.module:factory` references.
+MODELS = model_registry.BUILT_IN
+DATASETS = ("digits", "cifar10", "npz", "imagefolder")
 # method -> (schedule, mode). "hard" holds pruned filters at zero; "soft" lets them revive.
 METHODS = {
     "asfp": ("asymptotic", "soft"),
@@ -27,6 +29,7 @@ METHODS = {
 }
 CRITERIA = ("l2", "l1", "fpgm", "fpgm-mix")
 DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("fp32", "bf16")
 
 
 class ConfigError(ValueError):
@@ -62,10 +65,27 @@ class DataConfig:
     batch_size: int = 128
     augment: bool = True  # random crop + flip (spec §8); ignored for digits
     download: bool = True  # cifar10 only: download into `path` when missing and online
+    train_subset: int = 0  # > 0: train on the first N images, class-balanced (data.py); 0 = all
+    # imagefolder only (train/ and val/ of class folders, read from disk while training):
+    image_size: int = 224  # pixels of the training crop (spec §8: 224; val: resize 256/224 of it)
+    workers: int = 4  # DataLoader worker processes decoding images (0: in the training process)
 
     def __post_init__(self) -> None:
         _choice("data.name", self.name, DATASETS)
+        if isinstance(self.image_size, bool) or not isinstance(self.image_size, int) \
+                or not 8 <= self.image_size <= 4096:
+            _fail("data.image_size", self.image_size, "expected an integer in [8, 4096] "
+                  "(224 for ImageNet, spec §8)")
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) \
+                or not 0 <= self.workers <= 256:
+            _fail("data.workers", self.workers, "expected an integer in [0, 256]")
+        if self.name == "imagefolder" and not self.path:
+            _fail("data.path", self.path, "the imagefolder data set needs the folder that "
+                  "holds train/ and val/")
         _positive_int("data.batch_size", self.batch_size)
+        t = self.train_subset
+        if isinstance(t, bool) or not isinstance(t, int) or t < 0:
+            _fail("data.train_subset", t, "expected an integer >= 0 (0 = every training image)")
         if self.name == "npz" and not self.path:
             _fail("data.path", self.path, "the npz data set needs the path of an .npz file")
 
@@ -73,9 +93,16 @@ class DataConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     name: str = "resnet20"
+    # A state_dict file (torch.save of model.state_dict()) to start from: the papers'
+    # "pretrained" variant (train it with lr / 10, spec §8). None: from scratch (the default).
+    weights: str | None = None
 
     def __post_init__(self) -> None:
-        _choice("model.name", self.name, MODELS)
+        # Spelling only: a stored run of a model registered in another process must load.
+        # Unknown names are refused, listing the known ones, where a run starts or a model is built.
+        model_registry.check_spelling(self.name)
+        if self.weights is not None and (not isinstance(self.weights, str) or not self.weights):
+            _fail("model.weights", self.weights, "expected the path of a state_dict file or null")
 
 
 @dataclass(frozen=True)
@@ -87,7 +114,17 @@ class PruningConfig:
     d: float = 0.125  # asymptotic only: P(d * epochs) = 3/4 prune_ratio
     interval: int = 1  # epochs between mask updates; the last epoch always updates
     criterion: str = "l2"
-    fpgm_norm_share: float = 0.5  # fpgm-mix: share of the pruned filters picked by norm
+    # fpgm-mix: share of the pruned filters picked by norm (FPGM paper: 10 % of 40 % = 0.25)
+    fpgm_norm_share: float = 0.25
+    # Set by the trainer when `training.epochs` changes during a run: the scheduled ratio
+    # already reached, below which the new schedule never falls (0 in a new run; docs/schedules.md).
+    ratio_reached: float = 0.0
+    # Remedies beyond the paper (opt-in; the defaults are the paper's method):
+    adaptive_bn_batches: int = 0  # > 0: after each mask, re-estimate BN statistics from N batches
+    mask_bn: bool = False  # zero BN gamma and beta of pruned channels together with the filter
+    # Extension beyond the paper (opt-in; 1 = the paper's floor(N P)): round each layer's pruned
+    # count so kept widths are multiples of this (pruning/widths.py has the rule), e.g. 8.
+    width_multiple: int = 1
 
     def __post_init__(self) -> None:
         _choice("pruning.method", self.method, tuple(METHODS))
@@ -103,6 +140,19 @@ class PruningConfig:
         s = _number("pruning.fpgm_norm_share", self.fpgm_norm_share)
         if not 0.0 <= s <= 1.0:
             _fail("pruning.fpgm_norm_share", self.fpgm_norm_share, "expected a number in [0, 1]")
+        r = _number("pruning.ratio_reached", self.ratio_reached)
+        if not 0.0 <= r < 1.0:
+            _fail("pruning.ratio_reached", self.ratio_reached, "expected a number in [0, 1)")
+        n = self.adaptive_bn_batches
+        if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= 10_000:
+            _fail("pruning.adaptive_bn_batches", n, "expected an integer in [0, 10000] "
+                  "(0 = off, the paper's method)")
+        if not isinstance(self.mask_bn, bool):
+            _fail("pruning.mask_bn", self.mask_bn, "expected true or false")
+        m = self.width_multiple
+        if isinstance(m, bool) or not isinstance(m, int) or not 1 <= m <= 1024:
+            _fail("pruning.width_multiple", m, "expected an integer in [1, 1024] (1 = the paper's "
+                  "counts; 8 = kept widths in multiples of 8)")
 
     @property
     def schedule(self) -> str:
@@ -112,6 +162,12 @@ class PruningConfig:
     def mode(self) -> str:
         """'soft' or 'hard'."""
         return METHODS[self.method][1]
+
+    @property
+    def remedies(self) -> tuple[str, ...]:
+        """Names of the opt-in remedies switched on (empty for the paper's method)."""
+        return ((("adaptive-bn",) if self.adaptive_bn_batches else ())
+                + (("mask-bn",) if self.mask_bn else ()))
 
 
 @dataclass(frozen=True)
@@ -125,11 +181,29 @@ class TrainingConfig:
     weight_decay: float = 5e-4
     lr_gamma: float = 0.2
     lr_milestones: tuple[float, ...] = (0.3, 0.6, 0.8)  # 60, 120, 160 of 200 epochs
+    # Learning rate of the first epoch only; None = the papers' recipe (spec §8): lr / 10
+    # (0.01 at lr 0.1) for resnet110, `lr` for every other model. Set it to `lr` to switch off.
+    first_epoch_lr: float | None = None
+    # Set by the trainer when `epochs` changes during a run: learning-rate decays already
+    # applied, which the new milestones never undo (0 in a new run; docs/schedules.md).
+    lr_decays_reached: int = 0
     device: str = "auto"
     seed: int = 0
+    # Options beyond the paper's recipe (opt-in; the defaults are the paper's fp32 method):
+    eval_unmasked: bool = True  # False: skip the evaluation before each mask (no unmasked curve)
+    precision: str = "fp32"  # "bf16": autocast forward passes to bfloat16 (fast on recent GPUs)
+    channels_last: bool = False  # NHWC memory format for model and batches (faster convs on GPU)
+    compile: bool = False  # torch.compile the training forward pass (slow start, faster epochs)
+    # torchrun only: SyncBatchNorm across ranks (CUDA); False = per-rank BN statistics, as the
+    # authors' DataParallel runs computed them (engine/distributed.py).
+    sync_batchnorm: bool = False
 
     def __post_init__(self) -> None:
         _positive_int("training.epochs", self.epochs)
+        _choice("training.precision", self.precision, PRECISIONS)
+        for flag in ("eval_unmasked", "channels_last", "compile", "sync_batchnorm"):
+            if not isinstance(getattr(self, flag), bool):
+                _fail(f"training.{flag}", getattr(self, flag), "expected true or false")
         if _number("training.lr", self.lr) <= 0:
             _fail("training.lr", self.lr, "expected a positive number")
         m = _number("training.momentum", self.momentum)
@@ -145,6 +219,14 @@ class TrainingConfig:
             if not 0.0 < _number("training.lr_milestones", x) < 1.0:
                 _fail("training.lr_milestones", self.lr_milestones,
                       "expected fractions of the epochs in (0, 1)")
+        if self.first_epoch_lr is not None and _number("training.first_epoch_lr",
+                                                       self.first_epoch_lr) <= 0:
+            _fail("training.first_epoch_lr", self.first_epoch_lr,
+                  "expected a positive number, or null for the papers' recipe")
+        n = self.lr_decays_reached
+        if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= len(self.lr_milestones):
+            _fail("training.lr_decays_reached", n,
+                  f"expected an integer in [0, {len(self.lr_milestones)}] (the milestones)")
         _choice("training.device", self.device, DEVICES)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             _fail("training.seed", self.seed, "expected an integer >= 0")

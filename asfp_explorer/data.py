@@ -52,14 +52,42 @@ class Dataset:
 
 
 def load_dataset(config: DataConfig) -> Dataset:
-    """Load the configured data set onto the CPU."""
+    """Load the configured data set onto the CPU (only `train_subset` images when set)."""
     if config.name == "digits":
-        return _digits()
-    if config.name == "npz":
-        return load_npz(config.path)
-    if config.name == "cifar10":
-        return _cifar10(config.path or DEFAULT_ROOT, config.download)
-    raise DataError(f"data.name: unknown {config.name!r}; allowed: digits, cifar10, npz")
+        data = _digits()
+    elif config.name == "npz":
+        data = load_npz(config.path)
+    elif config.name == "cifar10":
+        data = _cifar10(config.path or DEFAULT_ROOT, config.download)
+    elif config.name == "imagefolder":  # stays on disk, streamed by DataLoader workers
+        from .imagefolder import load_imagefolder
+
+        if config.train_subset:
+            raise DataError("data.train_subset: not supported for imagefolder; make a smaller "
+                            "folder instead")
+        return load_imagefolder(config)
+    else:
+        raise DataError(f"data.name: unknown {config.name!r}; allowed: digits, cifar10, npz, "
+                        "imagefolder")
+    return balanced_train_subset(data, config.train_subset) if config.train_subset else data
+
+
+def balanced_train_subset(data: Dataset, n: int) -> Dataset:
+    """The first `n` training images, class-balanced: the first image of every class, then the
+    second of every class, and so on (in file order), so class counts differ by at most one.
+    The test split and the normalisation statistics stay those of the full data set."""
+    y = data.y_train.numpy()
+    if n > len(y):
+        raise DataError(f"data.train_subset: {n} is not allowed; the training split has "
+                        f"{len(y)} images")
+    rank = np.zeros(len(y), dtype=np.int64)  # position of each image within its class
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        rank[idx] = np.arange(len(idx))
+    keep = np.sort(np.lexsort((y, rank))[:n])  # round-robin over classes, then file order
+    idx = torch.from_numpy(keep)
+    return Dataset(data.name, data.x_train[idx], data.y_train[idx], data.x_test, data.y_test,
+                   data.mean, data.std, data.num_classes, data.scale)
 
 
 def _digits() -> Dataset:
@@ -80,20 +108,29 @@ def _digits() -> Dataset:
 
 
 def load_npz(path: str | os.PathLike | None) -> Dataset:
-    """An .npz archive with uint8 images x_* (N,H,W,C or N,H,W) and integer labels y_*."""
+    """An .npz archive with uint8 images x_* (N,H,W,C, N,H,W or N,C,H,W with 1..4 channels,
+    at least 4x4 pixels) and integer labels y_* (0..classes-1, every class in y_train)."""
     if not path or not Path(path).is_file():
         raise DataError(f"data.path: {str(path)!r} is not a file; expected an .npz archive")
+    unreadable = f"data.path: {str(path)!r} is not a readable .npz archive"
     try:
-        with np.load(path, allow_pickle=False) as z:
+        z = np.load(path, allow_pickle=False)
+    except Exception as e:  # 0 bytes (EOFError), a truncated zip, pickled data, not numpy
+        raise DataError(f"{unreadable} ({type(e).__name__}: {str(e)[:80]})") from None
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise DataError(f"data.path: {str(path)!r} holds a single array (.npy); expected an "
+                        ".npz archive with x_train, y_train, x_test, y_test")
+    try:
+        with z:
             missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in z.files]
             if missing:
                 raise DataError(f"data.path: {str(path)!r} lacks {', '.join(missing)}; "
                                 "expected x_train, y_train, x_test, y_test")
             arrays = {k: z[k] for k in ("x_train", "y_train", "x_test", "y_test")}
-    except (OSError, ValueError) as e:
-        if isinstance(e, DataError):
-            raise
-        raise DataError(f"data.path: {str(path)!r} is not a readable .npz archive ({e})") from None
+    except DataError:
+        raise
+    except Exception as e:  # a member cut off or damaged inside the zip
+        raise DataError(f"{unreadable} ({type(e).__name__}: {str(e)[:80]})") from None
     xs = {}
     for split in ("train", "test"):
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
@@ -103,13 +140,19 @@ def load_npz(path: str | os.PathLike | None) -> Dataset:
         if y.ndim != 1 or y.shape[0] != x.shape[0] or not np.issubdtype(y.dtype, np.integer):
             raise DataError(f"data.y_{split}: dtype {y.dtype}, shape {y.shape}; "
                             f"expected {x.shape[0]} integer labels")
-        xs[split] = (x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)).copy()
+        xs[split] = _images_nchw(x, f"data.x_{split}").copy()
     if xs["train"].shape[1:] != xs["test"].shape[1:]:
         raise DataError(f"data.x_test: image shape {xs['test'].shape[1:]} differs from "
                         f"x_train's {xs['train'].shape[1:]}")
     y_all = np.concatenate([arrays["y_train"], arrays["y_test"]]).astype(np.int64)
     if len(y_all) and y_all.min() < 0:
         raise DataError(f"data.y_train: label {y_all.min()} is negative; expected 0..classes-1")
+    # Every class needs a training image (checked below), so a label beyond the number of
+    # training images is a mistake; refusing it first bounds the work of that check.
+    if len(y_all) and y_all.max() >= len(arrays["y_train"]):
+        raise DataError(f"data.y_train: label {int(y_all.max())} is not allowed; with "
+                        f"{len(arrays['y_train'])} training images the labels must be 0.."
+                        f"{len(arrays['y_train']) - 1} at most (0..classes-1)")
     num_classes = int(y_all.max()) + 1 if len(y_all) else 0
     if num_classes < 2 or len(arrays["y_train"]) == 0 or len(arrays["y_test"]) == 0:
         raise DataError("data.path: needs non-empty train and test splits with >= 2 classes")
@@ -129,6 +172,33 @@ def load_npz(path: str | os.PathLike | None) -> Dataset:
                    torch.from_numpy(arrays["y_train"].astype(np.int64)),
                    torch.from_numpy(xs["test"]), torch.from_numpy(arrays["y_test"].astype(np.int64)),
                    mean, std, num_classes)
+
+
+MAX_CHANNELS = 4  # grey, grey+alpha, RGB, RGBA: a longer channel axis is an image side
+MIN_SIDE = 4  # pixels; below, the networks' downsampling leaves no spatial extent
+
+
+def _images_nchw(x: np.ndarray, name: str) -> np.ndarray:
+    """(N,H,W), (N,H,W,C) or (N,C,H,W) images as N,C,H,W, the layout told by the channel axis
+    (1..4 channels); a shape that fits both layouts equally is refused rather than guessed."""
+    if x.ndim == 3:
+        x = x[:, None]
+    else:
+        last, first = 1 <= x.shape[3] <= MAX_CHANNELS, 1 <= x.shape[1] <= MAX_CHANNELS
+        if last and first:  # e.g. (N,3,32,3): square images decide
+            last, first = x.shape[1] == x.shape[2], x.shape[2] == x.shape[3]
+            if last == first:
+                raise DataError(f"{name}: shape {x.shape} could be N,H,W,C or N,C,H,W; save "
+                                "the images as N,H,W,C with H, W > 4")
+        if not (last or first):
+            raise DataError(f"{name}: shape {x.shape} has no channel axis of 1 to "
+                            f"{MAX_CHANNELS}; expected images N,H,W,C or N,C,H,W")
+        if last:
+            x = x.transpose(0, 3, 1, 2)
+    if min(x.shape[2:]) < MIN_SIDE:
+        raise DataError(f"{name}: images of {x.shape[2]}x{x.shape[3]} pixels are not allowed; "
+                        f"expected at least {MIN_SIDE}x{MIN_SIDE}")
+    return x
 
 
 def _cifar10(root: str, download: bool) -> Dataset:
@@ -182,6 +252,13 @@ class DeviceLoader:
         self.std = torch.tensor(data.std, device=device).view(1, -1, 1, 1) * data.scale
         self.generator = torch.Generator(device=device)
         self.generator.manual_seed(seed)
+        self.rank, self.world = 0, 1
+
+    def shard(self, rank: int, world: int) -> "DeviceLoader":
+        """Distributed: each global batch is drawn and augmented as in one process; this rank
+        keeps its slice rank::world of it (engine/distributed.py)."""
+        self.rank, self.world = rank, world
+        return self
 
     def __len__(self) -> int:
         return (len(self.y) + self.batch_size - 1) // self.batch_size
@@ -196,7 +273,10 @@ class DeviceLoader:
             x = self.x[idx]
             if self.augment:
                 x = self._crop_flip(x)
-            yield (x.float() - self.mean) / self.std, self.y[idx]
+            y = self.y[idx]
+            if self.world > 1:
+                x, y = x[self.rank::self.world], y[self.rank::self.world]
+            yield (x.float() - self.mean) / self.std, y
 
     def _crop_flip(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
@@ -211,3 +291,13 @@ class DeviceLoader:
         cropped = cropped.gather(3, cols)
         flip = torch.rand(b, device=x.device, generator=g) < 0.5
         return torch.where(flip.view(b, 1, 1, 1), cropped.flip(3), cropped)
+
+
+def make_loader(data, split: str, batch_size: int, shuffle: bool, augment: bool,
+                seed: int = 0):
+    """The loader for one split: a DeviceLoader for device-resident data, the data set's own
+    (`data.loader(...)`, e.g. imagefolder's DataLoader with workers) for data on disk."""
+    own = getattr(data, "loader", None)
+    if own is not None:
+        return own(split, batch_size, shuffle, augment, seed)
+    return DeviceLoader(data, split, batch_size, shuffle, augment, seed=seed)

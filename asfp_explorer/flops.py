@@ -18,16 +18,18 @@ kept-filter counts, fast enough to run at every epoch.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import threading
 import warnings
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from types import ModuleType
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
 
 from .models import prunable_layers
-from .models.trace_lock import tracing
 from .models.tracing import AFFINE, Layout, TraceError, analyse, meta_copy
 
 
@@ -211,17 +213,63 @@ def fvcore_conv_macs(model: nn.Module, input_size: Sequence[int]) -> int:
     fvcore traces the model (train mode would change BN running statistics, hence the copy in
     eval mode) and counts BN, pooling and linear layers too: only its "conv" entry is returned.
     It does not see convs with `padding="same"` (aten::_convolution_mode); `conv_macs` does.
-    Its warnings (deprecations, unsupported ops, tracer) are silenced.
-    """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from fvcore.nn import FlopCountAnalysis
 
-        shadow = copy.deepcopy(model).eval()
-        param = next(shadow.parameters(), None)
-        device = param.device if param is not None else torch.device("cpu")
-        x = torch.zeros((1, *input_size), device=device)
-        analysis = FlopCountAnalysis(shadow, x)
-        analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
-        with torch.no_grad(), tracing():
-            return int(analysis.by_operator().get("conv", 0))
+    Safe on any thread beside training: fvcore's torch.jit trace keeps its state per thread,
+    and `_quiet_fvcore` stops it from swapping the process-wide warning filters.
+    """
+    FlopCountAnalysis = _quiet_fvcore().FlopCountAnalysis
+    shadow = copy.deepcopy(model).eval()
+    param = next(shadow.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    x = torch.zeros((1, *input_size), device=device)
+    analysis = FlopCountAnalysis(shadow, x)
+    # "all": fvcore adds no filter of its own (the models counted here raise no tracer
+    # warnings); its unsupported-op and uncalled-module reports go to logging, switched off.
+    analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("all")
+    with torch.no_grad():
+        return int(analysis.by_operator().get("conv", 0))
+
+
+class _WarningsWithoutSwaps:
+    """The `warnings` module as fvcore's jit_analysis sees it, minus `catch_warnings`.
+
+    `FlopCountAnalysis` wraps its trace in `warnings.catch_warnings()`, which replaces the
+    interpreter's filter list and `showwarning` and puts back what it saved on exit: on a
+    thread, that loses or leaks other threads' filters (e.g. a test's recorder). With tracer
+    warnings "all" fvcore sets no filter inside the block, so the block can be a no-op.
+    """
+
+    @staticmethod
+    def catch_warnings(*args: Any, **kwargs: Any) -> contextlib.nullcontext:
+        return contextlib.nullcontext()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(warnings, name)
+
+
+_FVCORE_LOCK = threading.Lock()
+
+# Warnings that say nothing to a user here, ignored by entries appended behind the user's own
+# filters (never by swapping the filter list): fvcore's import runs `torch.jit.script`,
+# deprecated in this torch; the compact models' shape checks (export) under fvcore's trace.
+_QUIET = (
+    ("ignore", r"`torch\.jit\.script` is deprecated", FutureWarning, ""),
+    ("ignore", "", torch.jit.TracerWarning, r"asfp_explorer\."),
+)
+
+
+def _quiet_fvcore() -> ModuleType:
+    """`fvcore.nn`, imported once, with its analysis module bound to `_WarningsWithoutSwaps`,
+    and the `_QUIET` filters in place."""
+    with _FVCORE_LOCK:
+        present = {(f[0], getattr(f[1], "pattern", f[1]) or "", f[2],
+                    getattr(f[3], "pattern", f[3]) or "") for f in warnings.filters}
+        for action, message, category, module in _QUIET:
+            if (action, message, category, module) not in present:
+                warnings.filterwarnings(action, message, category, module, append=True)
+        import fvcore.nn
+        import fvcore.nn.jit_analysis as jit_analysis
+
+        if not isinstance(jit_analysis.warnings, _WarningsWithoutSwaps):
+            jit_analysis.warnings = _WarningsWithoutSwaps()
+        return fvcore.nn

@@ -32,27 +32,35 @@ def check_d(d: float) -> None:
 
 
 @lru_cache(maxsize=64)
-def asymptotic_z(d: float) -> float:
-    """The root z in (0, 1) of 3 (z^(1/D) - 1) = 4 (z - 1), with z = exp(-k D T).
+def asymptotic_rate(d: float) -> float:
+    """u = k D T = -ln z > 0, where z in (0, 1) is the root of 3 (z^(1/D) - 1) = 4 (z - 1).
 
-    Solved by bisection: f(z) = 3 (z^(1/D) - 1) - 4 (z - 1) is positive just above 0 and
-    negative just below 1 exactly when D < 3/4 (f'(1) = 3/D - 4 > 0).
+    In terms of u the equation is g(u) = 3 expm1(-u/D) - 4 expm1(-u) = 0. expm1 keeps full
+    relative precision for small u, which is where the root lies as D approaches 3/4 (the old
+    solver in z lost it to the cancellation in z - 1 and refused D >= 0.72). The bracket is
+    exact: g(u)/u -> 4 - 3/D < 0 as u -> 0 (so the degenerate root u = 0, i.e. z = 1, is never
+    a candidate), and g(ln 4) = 3 * 4^(-1/D) > 0 for every D. Bisection then halves it until
+    the two ends are adjacent floats; the upper end (g > 0, hence u > 0) is returned.
     """
     check_d(d)
 
-    def f(z: float) -> float:
-        return 3.0 * (z ** (1.0 / d) - 1.0) - 4.0 * (z - 1.0)
+    def g(u: float) -> float:
+        return 3.0 * math.expm1(-u / d) - 4.0 * math.expm1(-u)
 
-    lo, hi = 1e-300, 1.0 - 1e-15
-    if f(hi) >= 0:  # D so close to 3/4 that the root merges with z = 1 in float64
-        raise ValueError(f"d: {d!r} is too close to 0.75 for a numerically stable schedule")
-    for _ in range(200):
+    lo, hi = 0.0, math.log(4.0)  # g < 0 just above lo (analytically), g(hi) > 0
+    while True:
         mid = 0.5 * (lo + hi)
-        if f(mid) > 0:
-            lo = mid
-        else:
+        if mid <= lo or mid >= hi:  # the ends are adjacent floats
+            return hi
+        if g(mid) > 0:
             hi = mid
-    return 0.5 * (lo + hi)
+        else:
+            lo = mid
+
+
+def asymptotic_z(d: float) -> float:
+    """The root z = exp(-k D T) in (0, 1) of 3 (z^(1/D) - 1) = 4 (z - 1) (spec §5)."""
+    return math.exp(-asymptotic_rate(d))
 
 
 def constant(e: float, total_epochs: int, prune_ratio: float) -> float:
@@ -68,10 +76,11 @@ def asymptotic(e: float, total_epochs: int, prune_ratio: float, d: float = 0.125
         return prune_ratio  # forced: floating point must not lose a filter to floor()
     if e <= 0:
         return 0.0  # exactly; for a tiny D, k is infinite and k * 0 would be NaN
-    z = asymptotic_z(d)
-    k = -math.log(z) / (d * total_epochs)
-    a = 0.75 * prune_ratio / (z - 1.0)
-    return min(prune_ratio, a * math.exp(-k * e) - a)  # rounding must not overshoot P
+    # a exp(-k e) + b with b = -a, a = 3/4 P / (z - 1), written with expm1 so that a D near
+    # 3/4 (z near 1, k near 0) loses no precision: P(e) = 3/4 P expm1(-k e) / expm1(-k D T).
+    u = asymptotic_rate(d)
+    k = u / (d * total_epochs)
+    return min(prune_ratio, 0.75 * prune_ratio * math.expm1(-k * e) / math.expm1(-u))
 
 
 def linear(e: float, total_epochs: int, prune_ratio: float, ramp_epochs: int | None = None) -> float:
@@ -89,18 +98,25 @@ def cubic(e: float, total_epochs: int, prune_ratio: float, ramp_epochs: int | No
 
 
 def prune_ratio_at(
-    schedule: str, e: float, total_epochs: int, prune_ratio: float, d: float = 0.125
+    schedule: str, e: float, total_epochs: int, prune_ratio: float, d: float = 0.125,
+    reached: float = 0.0,
 ) -> float:
-    """The scheduled prune ratio after `e` completed epochs, by schedule name."""
+    """The scheduled prune ratio after `e` completed epochs, by schedule name.
+
+    `reached`: a ratio the run had already reached when its epochs were changed; the schedule
+    never falls below it (nor above `prune_ratio`). 0 (the default) leaves the schedule as is.
+    """
     if schedule == "constant":
-        return constant(e, total_epochs, prune_ratio)
-    if schedule == "asymptotic":
-        return asymptotic(e, total_epochs, prune_ratio, d)
-    if schedule == "linear":
-        return linear(e, total_epochs, prune_ratio)
-    if schedule == "cubic":
-        return cubic(e, total_epochs, prune_ratio)
-    raise ValueError(f"schedule: unknown {schedule!r}; allowed: {', '.join(SCHEDULES)}")
+        value = constant(e, total_epochs, prune_ratio)
+    elif schedule == "asymptotic":
+        value = asymptotic(e, total_epochs, prune_ratio, d)
+    elif schedule == "linear":
+        value = linear(e, total_epochs, prune_ratio)
+    elif schedule == "cubic":
+        value = cubic(e, total_epochs, prune_ratio)
+    else:
+        raise ValueError(f"schedule: unknown {schedule!r}; allowed: {', '.join(SCHEDULES)}")
+    return value if reached <= value else min(reached, prune_ratio)
 
 
 def schedule_values(schedule: str, total_epochs: int, prune_ratio: float, d: float = 0.125) -> list[float]:

@@ -2,7 +2,9 @@
 # Every GPU check in one run, for a machine with CUDA:
 #   1. the GPU tests (pytest -m gpu: no host syncs in the hot loop, data on the device, the
 #      compact model on the GPU),
-#   2. the compact-model speed-up table (benchmarks/speedup.py --device cuda), batch 1/64/256.
+#   2. the compact-model speed-up table (benchmarks/speedup.py --device cuda), batch 1/64/256,
+#   3. what watching costs on the GPU (benchmarks/overhead.py --device cuda --fast): plain loop,
+#      explorer, without the unmasked evaluation, bf16 + channels_last, with a dashboard.
 # Prints the device, the test summary and the table; writes logs and JSON to OUT_DIR.
 #
 #   benchmarks/gpu_checks.sh [OUT_DIR]        # PYTHON=... picks the interpreter (default python3)
@@ -23,5 +25,7 @@ tests=${PIPESTATUS[0]}
 "$PY" benchmarks/speedup.py --device cuda --markdown --json "$OUT/speedup_gpu.json" 2>&1 \
   | tee "$OUT/speedup_gpu.md" | grep -v '^#'
 bench=${PIPESTATUS[0]}
-echo "gpu tests exit $tests, speed-up benchmark exit $bench"
-exit $(( tests || bench ))
+"$PY" benchmarks/overhead.py --device cuda --fast --epochs 5 --rounds 2 2>&1 | tee "$OUT/overhead_gpu.md"
+over=${PIPESTATUS[0]}
+echo "gpu tests exit $tests, speed-up benchmark exit $bench, overhead benchmark exit $over"
+exit $(( tests || bench || over ))

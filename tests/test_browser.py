@@ -1,8 +1,13 @@
 """The tutorial in a real browser: JupyterLab from the venv, Debian's Chromium via Playwright.
 
-Runs all cells, waits until the plots hold data, moves a schedule slider and checks that the
-schedule plot follows; screenshots go to test-artifacts/browser/. Skips only where Chromium
-cannot be found. Everything listens on 127.0.0.1 with a random port and a token.
+Runs all cells (the runs queue one after another, so the cells return at once) plus one more
+cell that computes for a few seconds; while it (and the cells before it) run, presses Pause on
+the ASFP dashboard, then waits for the paused confirmation: the click must reach the run while
+it is still live, not after it ended. Then Stop. Then waits until every queued run, the
+comparison and the report are done, checks the plots hold data, saves a PNG with the Save
+button, reloads the page and checks the figures are drawn again, and moves a schedule slider.
+Screenshots go to test-artifacts/browser/. Skips only where Chromium cannot be found.
+Everything listens on 127.0.0.1 with a random port and a token.
 """
 
 from __future__ import annotations
@@ -27,7 +32,13 @@ CHROMIUM = next((p for p in ("/usr/bin/chromium", shutil.which("chromium") or ""
                 None)
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
-EPOCHS = "2"
+EPOCHS = 3
+ASFP_CELL = 'asfp = Dashboard(base.with_changes(pruning={"method": "asfp"})'
+ASFP_EPOCHS = 12  # long enough to be live when the Pause click arrives on a loaded machine
+# The notebook's own settings, made short for the test by editing the copy's preset call,
+# and one more cell: a user's later computation that keeps the kernel busy for a while.
+PRESET = "tutorial_preset()"
+LATER_CELL = 'busy = sum(i * i for i in range(3_000_000)); print("later cell done")'
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow,
               pytest.mark.skipif(CHROMIUM is None, reason="Chromium not found (apt-get install "
@@ -40,14 +51,29 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _short_copy(src: Path, dst: Path) -> None:
+    import nbformat
+
+    nb = nbformat.read(src, as_version=4)
+    preset = [c for c in nb.cells if c.cell_type == "code" and PRESET in c.source]
+    assert len(preset) == 1, "the tutorial's first code cell calls tutorial_preset()"
+    preset[0].source = preset[0].source.replace(PRESET, f"tutorial_preset(epochs={EPOCHS})")
+    asfp = [c for c in nb.cells if c.cell_type == "code" and ASFP_CELL in c.source]
+    assert len(asfp) == 1, "the tutorial builds the ASFP dashboard in one cell"
+    asfp[0].source = asfp[0].source.replace(
+        ASFP_CELL, ASFP_CELL[:-1] + f', training={{"epochs": {ASFP_EPOCHS}}})')
+    nb.cells.append(nbformat.v4.new_code_cell(LATER_CELL))
+    nbformat.write(nb, dst)
+
+
 @pytest.fixture
 def lab(tmp_path):
     """A JupyterLab server on a copy of the tutorial, isolated from the user's Jupyter dirs."""
     work = tmp_path / "lab"
     work.mkdir()
-    shutil.copy(ROOT / "notebooks" / "tutorial.ipynb", work / "tutorial.ipynb")
+    _short_copy(ROOT / "notebooks" / "tutorial.ipynb", work / "tutorial.ipynb")
     port, token = _free_port(), secrets.token_hex(16)
-    env = {**os.environ, "ASFP_TUTORIAL_EPOCHS": EPOCHS}
+    env = dict(os.environ)
     for var in ("JUPYTER_CONFIG_DIR", "JUPYTER_RUNTIME_DIR", "JUPYTERLAB_SETTINGS_DIR",
                 "JUPYTERLAB_WORKSPACES_DIR"):
         env[var] = str(tmp_path / var.lower())
@@ -56,6 +82,11 @@ def lab(tmp_path):
     settings.mkdir(parents=True)
     (settings / "notification.jupyterlab-settings").write_text(
         json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+    # Every cell stays in the page: Lab's default windowing detaches cells scrolled out of
+    # view, and the test reads dashboards all down the notebook.
+    notebook = tmp_path / "jupyterlab_settings_dir" / "@jupyterlab" / "notebook-extension"
+    notebook.mkdir(parents=True)
+    (notebook / "tracker.jupyterlab-settings").write_text(json.dumps({"windowingMode": "none"}))
     jupyter = Path(sys.executable).with_name("jupyter-lab")
     log = open(tmp_path / "lab.log", "w")
     proc = subprocess.Popen(
@@ -68,7 +99,7 @@ def lab(tmp_path):
         cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180  # a loaded machine takes minutes
         while True:
             try:
                 urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2)
@@ -76,8 +107,8 @@ def lab(tmp_path):
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError("JupyterLab did not start:\n"
-                                       + (tmp_path / "lab.log").read_text()[-2000:])
-                time.sleep(0.3)
+                                       + (tmp_path / "lab.log").read_text()[-2000:]) from None
+                time.sleep(0.3)  # polling a server that is starting up, not synchronising
         yield base, token, work
     finally:
         proc.terminate()
@@ -130,21 +161,61 @@ def test_tutorial_in_jupyterlab(lab):
         page.click(".lm-MenuBar-itemLabel:text-is('Run')")
         page.click(".lm-Menu-itemLabel:text-is('Run All Cells')")
 
-        # The last cell writes the report once every run has finished.
-        page.wait_for_selector("text=wrote runs/tutorial/asfp/report.html", timeout=240_000)
+        dashboards = page.locator(".widget-vbox:has(> .widget-html:has-text('ASFP explorer'))")
+        asfp = dashboards.nth(0)
+        # Pause while a later cell runs (it is queued or executing: "[*]").
+        asfp.locator(".widget-html-content:has-text('training on')").wait_for(timeout=240_000)
+        later = page.locator(".jp-CodeCell").last
+        assert "[*]" in later.locator(".jp-InputPrompt").inner_text()
+        asfp.locator("button:has-text('Pause')").click()
+        asfp.locator(".widget-html-content:has-text('paused after epoch')").wait_for(
+            timeout=120_000)  # the run was still live when the click arrived
+        page.wait_for_selector("text=later cell done", timeout=60_000)
+        _shot(page, "01-asfp-paused.png", asfp)
+        assert asfp.locator("button:has-text('Resume')").is_enabled()
+        asfp.locator("button:has-text('Stop')").click()
+        asfp.locator(".widget-html-content:has-text('run stopped')").wait_for(timeout=120_000)
+        assert asfp.locator("button:has-text('Start')").is_enabled()
+        assert not asfp.locator("button:has-text('Pause')").is_enabled()
+
+        # Everything queued: the hard run, the comparison, the export, the report, your CNN.
+        page.wait_for_selector("text=wrote runs/tutorial/asfp/report.html", timeout=400_000)
+        sfp, mine = dashboards.nth(1), dashboards.nth(3)
+        mine.locator(".widget-html-content:has-text('run finished')").wait_for(timeout=300_000)
         plots = page.evaluate(PLOTS_JS)
-        dashboards = [pl for pl in plots if pl["traces"] == 18]
-        assert len(dashboards) == 3, plots
-        for d in dashboards:
-            assert d["points"][4] >= int(EPOCHS) + 1  # accuracy: epochs 0..T
-            assert d["points"][0] >= int(EPOCHS) + 1  # schedule
-        assert len(plots) >= 4  # and the comparison figure
+        drawn = [pl for pl in plots if pl["traces"] == 18]
+        assert len(drawn) == 4, plots
+        for i, d in enumerate(drawn):
+            assert d["points"][0] >= EPOCHS + 1  # schedule
+            if i != 0:  # the stopped ASFP run has fewer epochs
+                assert d["points"][4] >= EPOCHS + 1  # accuracy: epochs 0..T
+        assert len(plots) >= 5  # and the comparison figure
 
         figs = page.locator(".jp-OutputArea-output:has(.js-plotly-plot)")
-        _shot(page, "01-asfp-dashboard.png", figs.nth(0))
-        _shot(page, "02-sfp-dashboard.png", figs.nth(1))
-        _shot(page, "03-hard-asfp-dashboard.png", figs.nth(2))
-        _shot(page, "04-compare.png", page.locator(".js-plotly-plot").nth(3))
+        _shot(page, "02-asfp-stopped.png", asfp)
+        _shot(page, "03-sfp-dashboard.png", sfp)
+        _shot(page, "04-hard-asfp-dashboard.png", dashboards.nth(2))
+        _shot(page, "05-your-own-cnn.png", mine)
+        _shot(page, "06-compare.png", page.locator(".js-plotly-plot").nth(4))
+
+        # A PNG from the Save button, in the run's folder.
+        asfp.locator("button:has-text('Save figure')").click()
+        asfp.locator(".widget-html-content:has-text('figure saved')").wait_for(timeout=120_000)
+        saved = sorted((work / "runs" / "tutorial" / "asfp" / "figures").glob("*.png"))
+        assert saved and saved[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        shutil.copy(saved[0], ARTIFACTS / "07-saved-from-the-button.png")
+
+        # A reload (kernel alive): the figures come back with their data.
+        page.reload()
+        page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+        page.wait_for_function(
+            "() => Array.from(document.querySelectorAll('.js-plotly-plot'))"
+            ".filter(gd => (gd.data || []).length === 18"
+            " && gd.data[4].y && gd.data[4].y.length > 1).length === 4", timeout=120_000)
+        after = [pl for pl in page.evaluate(PLOTS_JS) if pl["traces"] == 18]
+        assert [d["points"] for d in after] == [d["points"] for d in drawn]
+        figs = page.locator(".jp-OutputArea-output:has(.js-plotly-plot)")
+        _shot(page, "08-asfp-after-reload.png", dashboards.nth(0))
 
         # Move the first dashboard's "target P" slider by typing into its readout.
         before = page.evaluate(SCHEDULE_Y_JS)
@@ -159,9 +230,9 @@ def test_tutorial_in_jupyterlab(lab):
             "() => { const gd = document.querySelector('.js-plotly-plot');"
             " const y = gd.data[0].y; return Math.abs(y[y.length - 1] - 20) < 1e-3; }",
             timeout=20_000)
-        after = page.evaluate(SCHEDULE_Y_JS)
-        assert before[-1] == pytest.approx(40.0) and after[-1] == pytest.approx(20.0)
-        _shot(page, "05-asfp-after-slider.png", figs.nth(0))
+        after_slider = page.evaluate(SCHEDULE_Y_JS)
+        assert before[-1] == pytest.approx(40.0) and after_slider[-1] == pytest.approx(20.0)
+        _shot(page, "09-asfp-after-slider.png", figs.nth(0))
         text = page.locator(".widget-html-content:has-text('at P = 20 %')")
         assert text.count() >= 1  # the FLOPs prediction followed the slider too
         browser.close()

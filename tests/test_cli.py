@@ -45,7 +45,7 @@ def test_flops_paper_convention_table():
     (("schedule", "--ratio", "1.5"), "prune_ratio"),
     (("schedule", "--method", "magic"), "--method"),
     (("schedule", "--epochs", "0"), "epochs"),
-    (("train", "--model", "vgg"), "--model"),
+    (("train", "--model", "vgg"), "model.name"),
     (("train", "--epochs", "-3", "--quiet"), "training.epochs"),
     (("train", "--dataset", "npz", "--quiet"), "data.path"),
     (("train", "--dataset", "npz", "--data-path", "nope.npz", "--quiet"), "data.path"),

@@ -28,7 +28,7 @@ def test_round_trips():
     ("training", {"device": "tpu"}, "training.device"),
     ("data", {"batch_size": 0}, "data.batch_size"),
     ("data", {"name": "mnist"}, "data.name"),
-    ("model", {"name": "vgg16"}, "model.name"),
+    ("model", {"name": "vgg 16"}, "model.name"),
     ("pruning", {"ratio": 0.3}, "pruning.ratio"),
 ])
 def test_bad_values_name_the_field(section, changes, field):

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+import torch
 
 from asfp_explorer.engine.events import EventKind
 from asfp_explorer.schedules import asymptotic
@@ -15,10 +16,8 @@ from asfp_explorer.store import load_run
 from asfp_explorer.viz import figures as F
 from asfp_explorer.viz.compact_macs import CompactMacsWorker
 from asfp_explorer.viz.dashboard import Dashboard
-pytest.register_assert_rewrite("conftest_viz")  # it is imported here before pytest loads it
-from conftest_viz import attach, one_thread, viz_config  # noqa: E402
-
-pytest_plugins = ["conftest_viz"]  # the shared `viz_runs` fixture
+from support import attach, one_thread
+from support import tiny_config as viz_config
 
 
 @pytest.fixture(autouse=True)
@@ -77,50 +76,86 @@ def test_the_front_end_sees_the_same_data_as_a_static_figure(viz_runs):
     assert live == json.loads(stored.to_json())["data"]
 
 
-def test_observer_returns_in_microseconds(viz_runs):
+def test_the_observer_only_queues(viz_runs):
+    """Structural, not timed: on the training thread the observer appends to a deque; no
+    widget, figure or comm is touched until the refresher folds the events in."""
     dash = Dashboard(viz_config(), refresh_hz=0, fvcore=False)
-    events = viz_runs["asfp_events"] * 20
-    t0 = time.perf_counter_ns()
+    comms = [attach(x) for x in (dash.figure, dash.progress, dash.status,
+                                 dash.controls.message, dash.controls.layer)]
+    events = viz_runs["asfp_events"]
     _feed(dash, events)
-    per_call_us = (time.perf_counter_ns() - t0) / len(events) / 1e3
-    print(f"\nobserver: {per_call_us:.2f} us per event (mean of {len(events)})")
-    assert per_call_us < 50
+    assert all(c.messages == [] for c in comms) and dash.run.metrics == []
+    assert list(dash._events) == events
+    assert dash.run_ended.is_set()  # the one thing it does besides: RUN_END frees a queue
+    dash.refresh()
+    assert len(dash.run.metrics) == sum(e.kind is EventKind.EPOCH_END for e in events)
 
 
-def _wait_for(cond, timeout=60.0):
-    t0 = time.monotonic()
-    while not cond():
-        if time.monotonic() - t0 > timeout:
-            raise TimeoutError("condition not reached")
-        time.sleep(0.02)
+def _pause_after(dash: Dashboard, epoch: int) -> None:
+    """Pause the dashboard's next run from its own training thread once `epoch` has ended,
+    so it holds at exactly that boundary (no race with a test thread)."""
+    observe = dash._observe
+
+    def hook(event):
+        observe(event)
+        if event.kind is EventKind.EPOCH_END and event.epoch == epoch:
+            dash.handle.pause()
+
+    dash._observe = hook  # start() hands the instance's observer to the RunHandle
 
 
-def test_slider_change_during_a_run_is_recorded_and_used_next_epoch(tmp_path):
-    dash = Dashboard(viz_config(training={"epochs": 6}, pruning={"method": "sfp"}),
-                     tmp_path / "run", refresh_hz=8, fvcore=False)
+def _first_epoch_with(run, key, value):
+    return min(m["epoch"] for m in run.metrics if m[key] == value)
+
+
+def _announced_epoch(message: str) -> int:
+    m = re.search(r"applies from epoch (\d+)", message)
+    assert m, message
+    return int(m.group(1))
+
+
+def test_a_change_while_paused_applies_from_the_epoch_it_announces(tmp_path):
+    dash = Dashboard(viz_config(training={"epochs": 4}, pruning={"method": "sfp"}),
+                     tmp_path / "run", refresh_hz=0, fvcore=False)
     handle = dash.start()
-    assert handle is not None
-    _wait_for(lambda: handle.epoch >= 1)
+    dash.pause()
+    assert handle.held.wait(120)  # the training thread waits at the boundary after epoch 0
     dash.controls.set_value("prune_ratio", 0.2)  # what a slider release does
-    assert "queued" in _message_text(dash)
+    announced = _announced_epoch(_message_text(dash))
+    assert announced == handle.epoch + 1
+    dash.resume()
     assert dash.wait() == "finished"
+    assert _first_epoch_with(dash.run, "prune_ratio", 0.2) == announced
+    assert all(m["prune_ratio"] == 0.4 for m in dash.run.metrics if m["epoch"] < announced)
     changes = [e for e in dash.run.events if e["event"] == "parameters_changed"]
     assert len(changes) == 1 and changes[0]["changes"] == {"pruning": {"prune_ratio": 0.2}}
-    at = changes[0]["epoch"]
-    ratios = {m["epoch"]: m["prune_ratio"] for m in dash.run.metrics}
-    assert all(ratios[e] == 0.4 for e in ratios if e <= at)
-    assert all(ratios[e] == 0.2 for e in ratios if e > at)
-    assert at < 6
     # The run directory recorded the same change, so the steered run can be reproduced.
     assert load_run(tmp_path / "run").events[0]["changes"] == {"pruning": {"prune_ratio": 0.2}}
     assert "finished" in _message_text(dash) and "finished" in dash.status.value
+
+
+def test_a_change_while_training_applies_from_the_epoch_it_announces(tmp_path):
+    """Queued while an epoch may be in progress: whichever side of the boundary the training
+    thread is on, the epoch named in the message is the first that trains with the change."""
+    dash = Dashboard(viz_config(training={"epochs": 5}, pruning={"method": "sfp"}),
+                     refresh_hz=0, fvcore=False)
+    handle = dash.start()
+    dash.pause()
+    assert handle.held.wait(120)
+    dash.resume()  # from here on the thread races on: at the boundary or in epoch 1
+    dash.controls.set_value("prune_ratio", 0.3)
+    announced = _announced_epoch(_message_text(dash))
+    assert dash.wait() == "finished"
+    assert _first_epoch_with(dash.run, "prune_ratio", 0.3) == announced
+    change = next(e for e in dash.run.events if e["event"] == "parameters_changed")
+    assert change["epoch"] + 1 == announced  # the record says the same
 
 
 def test_epochs_and_d_steer_an_asymptotic_run(tmp_path):
     dash = Dashboard(viz_config(training={"epochs": 3}), refresh_hz=0, fvcore=False)
     handle = dash.start()
     dash.pause()
-    _wait_for(lambda: handle.status == "paused" and handle.epoch >= 0)
+    assert handle.held.wait(120)
     dash.controls.set_value("epochs", 5)
     dash.controls.set_value("d", 0.25)
     dash.resume()
@@ -147,10 +182,10 @@ def test_invalid_values_give_one_line_not_a_traceback(tmp_path):
 
     # During a run: fewer epochs than are done is refused, and the slider goes back.
     dash = Dashboard(viz_config(training={"epochs": 4}), refresh_hz=0, fvcore=False)
+    _pause_after(dash, 2)
     handle = dash.start()
-    _wait_for(lambda: handle.epoch >= 2)
-    dash.pause()
-    dash.controls.set_value("epochs", 1)
+    assert handle.held.wait(120) and handle.epoch == 2
+    dash.controls.set_value("epochs", 2)
     assert "epochs" in _message_text(dash) and "#c62828" in _message_text(dash)  # in red
     assert dash.controls.value("epochs") == 4
     dash.stop()
@@ -235,13 +270,13 @@ def test_live_fvcore_counts_match_the_exact_counts(tmp_path):
     assert "differs" not in _message_text(dash) and "fvcore" not in _message_text(dash)
 
 
-def test_wait_returns_at_once_when_called_again(tmp_path):
+def test_wait_called_again_redraws_nothing(tmp_path):
     dash = Dashboard(viz_config(training={"epochs": 1}), refresh_hz=4, fvcore=True)
     dash.start()
     assert dash.wait() == "finished"
-    t0 = time.monotonic()
+    comm = attach(dash.figure)
     assert dash.wait() == "finished"
-    assert time.monotonic() - t0 < 1.0
+    assert comm.messages == [] and not dash._refresher.is_alive()
 
 
 def test_export_button_shows_the_compact_models_speedup(tmp_path):
@@ -267,3 +302,212 @@ def test_export_button_shows_the_compact_models_speedup(tmp_path):
 
     page = report_html(tmp_path / "run", tmp_path / "report.html").read_text()
     assert "The compact model" in page and dash.speedup.value in page
+
+
+# ---------------------------------------------------------------- clicks, pauses, queues
+
+
+def test_clicks_after_the_run_ended_are_ignored_with_a_line(tmp_path):
+    """A click that reaches the kernel late (a cell held it up) must not touch an ended run:
+    before the fix it left Resume and Stop enabled, Start disabled, "stopping..." shown."""
+    dash = Dashboard(viz_config(training={"epochs": 1}), refresh_hz=0, fvcore=False)
+    dash.start()
+    assert dash.wait() == "finished"
+    for button in (dash.controls.pause, dash.controls.stop):
+        button.disabled = False  # as a stale browser view would still show them
+        button.click()
+        assert "ignored" in _message_text(dash) and "finished" in _message_text(dash)
+        assert dash.handle.status == "finished"
+        c = dash.controls
+        assert not c.start.disabled and c.pause.disabled and c.stop.disabled
+        assert c.pause.description == "Pause" and not c.export.disabled
+    dash.resume()
+    assert "Resume ignored" in _message_text(dash)
+    fresh = Dashboard(viz_config(), refresh_hz=0, fvcore=False)
+    fresh.stop()
+    assert "no run has started" in _message_text(fresh)
+
+
+def test_pause_is_confirmed_and_the_eta_stops(tmp_path):
+    dash = Dashboard(viz_config(training={"epochs": 3}), refresh_hz=0, fvcore=False)
+    _pause_after(dash, 1)
+    handle = dash.start()
+    assert handle.held.wait(120)
+    dash.refresh()
+    assert "paused after epoch 1" in _message_text(dash)
+    assert "paused" in dash.status.value and "ETA" not in dash.status.value
+    assert dash.controls.pause.description == "Resume"
+    dash.resume()
+    handle.wait()
+    assert not handle.held.is_set()
+    dash.wait()
+    assert "paused" not in dash.status.value
+
+
+def test_then_runs_dashboards_one_after_another(tmp_path):
+    """`a.then(b).then(job)` returns at once; b starts only once a's run has ended, the job
+    after b; a refused start does not strand the queue."""
+    a = Dashboard(viz_config(training={"epochs": 1}), refresh_hz=0, fvcore=False, title="a")
+    b = Dashboard(viz_config(training={"epochs": 1}), refresh_hz=0, fvcore=False, title="b")
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "config.json").write_text("{}")
+    refused = Dashboard(viz_config(), tmp_path / "taken", refresh_hz=0, fvcore=False)
+    seen = []
+    start_b = b.start
+    b.start = lambda: (seen.append(a.handle.status), start_b())[1]  # a's state as b starts
+    assert a.then(b) is b
+    assert "queued: starts when a has ended" in _message_text(b)
+    b.then(refused).then(lambda: seen.append(b.handle.status))
+    assert a.queue is b.queue is refused.queue and a.queue.pending == 4
+    assert b.handle is None  # nothing ran yet: a has not started
+    a.start()
+    assert a.queue.wait(300)
+    assert seen == ["finished", "finished"]
+    assert a.queue.results == ["finished", "finished", "refused", None]
+    assert a.queue.errors == [] and "already holds a run" in _message_text(refused)
+
+
+def test_run_queue_order_errors_and_cancel():
+    from asfp_explorer.engine.queue import RunQueue
+
+    gate = threading.Event()
+    order = []
+    q = RunQueue()
+    q.add(lambda: (gate.wait(60), order.append(1))[1], "first")
+    q.add(lambda: 1 / 0, "broken")
+    q.add(lambda: order.append(3) or "three")
+    q.add(lambda: order.append(4))
+    assert q.pending == 4
+    gate.set()
+    assert q.wait(60)
+    assert order == [1, 3, 4] and q.results == [None, "three", None]
+    assert q.errors == ["broken: ZeroDivisionError: division by zero"]
+    gate.clear()
+    q.add(lambda: gate.wait(60))
+    q.add(lambda: order.append(5))
+    assert q.cancel() in (1, 2)  # the first may have started already; it is never dropped
+    gate.set()
+    assert q.wait(60) and 5 not in order
+
+
+def test_trained_model_is_public_and_refused_while_training(tmp_path):
+    dash = Dashboard(viz_config(training={"epochs": 2}), tmp_path / "run", refresh_hz=0,
+                     fvcore=False)
+    _pause_after(dash, 0)
+    handle = dash.start()
+    assert handle.held.wait(120)
+    with pytest.raises(RuntimeError, match="still going"):
+        dash.trained_model()
+    dash.resume()
+    assert dash.wait() == "finished"
+    live = dash.trained_model()
+    assert live.model is handle.trainer.model and live.input_size == (1, 8, 8)
+    assert set(live.masks) == set(dash.run.layer_names)
+    stored = Dashboard.replay(tmp_path / "run").trained_model()
+    for name, mask in live.masks.items():
+        assert torch.equal(stored.masks[name].cpu(), mask.cpu())
+    x = torch.randn(4, 1, 8, 8)
+    live.model.eval()
+    assert torch.allclose(stored.model(x), live.model(x), atol=1e-5)
+
+
+# ---------------------------------------------------------------- what a (re)loaded view draws
+
+
+def _shape(v):
+    """Length of a serialised array: plotly sends numpy as {dtype, shape, value}, lists as is."""
+    if isinstance(v, dict) and "shape" in v:
+        return tuple(v["shape"])
+    return (len(v),)
+
+
+def test_a_reloaded_page_gets_the_figure_as_it_is_now(viz_runs):
+    """A reload asks the kernel for the full widget state: it must hold the current traces
+    and layout (not those of construction) and no pending update (views do not apply one)."""
+    dash = Dashboard(viz_config(), refresh_hz=0, fvcore=False)
+    _feed(dash, viz_runs["asfp_events"])
+    dash.refresh()
+    state = dash.figure.get_state()
+    assert state["_py2js_update"] is None
+    live = dash.figure
+    for sent, trace in zip(state["_widget_data"], live.data):
+        for key in ("x", "y"):
+            if trace[key] is not None:
+                assert _shape(sent[key]) == (len(trace[key]),), (trace.name, key)
+    n = len(dash.run.metrics)
+    accuracy = next(t for t in state["_widget_data"] if t.get("name") == "test acc, masked")
+    assert _shape(accuracy["y"]) == (n,) and n > 1
+    assert state["_widget_layout"]["xaxis"]["range"] == list(live.layout.xaxis.range)
+    # A key-by-key update (ipywidgets' send_state of one trait) is untouched.
+    assert dash.figure.get_state("_py2js_update")["_py2js_update"] is not None
+
+
+def test_a_replay_shown_later_holds_the_dense_baseline(viz_runs):
+    """Replays were drawn by updates sent before any view existed; a view created at show()
+    drew construction-time traces plus the last update only, losing the dense-MACs line."""
+    dash = Dashboard.replay(viz_runs["asfp"])
+    comm = attach(dash.figure)
+    dash.figure.sync_state()  # what show() does before display
+    assert len(comm.messages) == 1
+    sent = comm.messages[0][0]["state"]["_widget_data"]
+    dense = next(t for t in sent if t.get("name") == "dense")
+    assert _shape(dense["y"]) == (2,)
+    assert comm.messages[0][0]["state"]["_py2js_update"] is None
+
+
+# ---------------------------------------------------------------- figure files
+
+
+def test_save_figure_needs_kaleido_and_says_so(monkeypatch, tmp_path):
+    from asfp_explorer.viz import image_export
+
+    dash = Dashboard(viz_config(), tmp_path / "run", refresh_hz=0, fvcore=False)
+    monkeypatch.setattr(image_export, "kaleido_available", lambda: False)
+    with pytest.raises(image_export.FigureExportError, match=r"pip install 'asfp-explorer\[figures\]'"):
+        dash.save_figure(tmp_path / "a.png")
+    with pytest.raises(image_export.FigureExportError, match="png, .svg or .pdf"):
+        dash.save_figure(tmp_path / "a.jpg")
+
+
+@pytest.mark.slow
+def test_save_figure_writes_png_svg_pdf(viz_runs, tmp_path):
+    pytest.importorskip("kaleido")
+    dash = Dashboard.replay(viz_runs["asfp"])
+    dash.run_dir = tmp_path / "replayed"
+    dash.run_dir.mkdir()
+    try:
+        png = dash.save_figure()  # the default place: run_dir/figures/
+    except Exception as e:  # kaleido present but no Chrome/Chromium to drive
+        pytest.skip(str(e))
+    assert png == tmp_path / "replayed" / "figures" / "dashboard-epoch-3.png"
+    head = png.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    assert (width, height) == (2 * 1400, 2 * 1000)  # scale 2, the dashboard's 1000 px height
+    svg = dash.save_figure(tmp_path / "d.svg")
+    assert svg.read_text().lstrip().startswith("<svg") and "Schedule" in svg.read_text()
+    assert dash.save_figure(tmp_path / "d.pdf").read_bytes()[:5] == b"%PDF-"
+
+
+def test_wait_on_a_queued_dashboard_waits_for_its_run():
+    a = Dashboard(viz_config(training={"epochs": 1}), refresh_hz=0, fvcore=False, title="a")
+    b = Dashboard(viz_config(training={"epochs": 1}), refresh_hz=0, fvcore=False, title="b")
+    a.then(b)
+    assert b.wait(timeout=0.01) == "queued" and b.handle is None  # a has not even started
+    a.start()
+    assert b.wait() == "finished" and a.handle.status == "finished"
+    assert len(b.run.metrics) == 2
+
+
+def test_a_control_echoing_its_value_records_no_change(tmp_path):
+    """A browser view sends a slider's value back as it renders (0.125 for D): during a run
+    that must not become a recorded parameter change."""
+    dash = Dashboard(viz_config(training={"epochs": 2}), refresh_hz=0, fvcore=False)
+    _pause_after(dash, 0)
+    handle = dash.start()
+    assert handle.held.wait(120)
+    dash.steering.on_control("d", 0.125)  # what the widget's change handler receives
+    dash.steering.on_control("prune_ratio", 0.4000001)
+    dash.resume()
+    assert dash.wait() == "finished"
+    assert [e for e in dash.run.events if e["event"] == "parameters_changed"] == []

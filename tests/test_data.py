@@ -8,7 +8,7 @@ import torch
 
 from asfp_explorer.config import DataConfig
 from asfp_explorer.data import DataError, Dataset, DeviceLoader, load_dataset, load_npz
-from conftest import CIFAR_SUBSET, tiny_config
+from support import CIFAR_SUBSET, tiny_config
 
 
 def test_digits_split_is_fixed_and_stratified():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import threading
@@ -11,7 +12,7 @@ import pytest
 
 from asfp_explorer.config import ConfigError
 from asfp_explorer.engine import EventKind, RunHandle, Trainer
-from conftest import tiny_config
+from support import tiny_config
 
 
 def record(events):
@@ -62,8 +63,8 @@ def test_snapshots_are_immutable_and_observer_errors_detach():
         if e.kind is EventKind.EPOCH_END:
             with pytest.raises(ValueError):
                 e.data.masks[0][0] = False  # read-only array
-            with pytest.raises(Exception):
-                e.data.epoch = 99  # frozen dataclass
+            with pytest.raises(dataclasses.FrozenInstanceError):
+                e.data.epoch = 99
             seen.append(e.epoch)
 
     t = Trainer(tiny_config(), [bad, mutator])
@@ -151,10 +152,10 @@ def test_background_run_pause_resume_stop():
     assert first.wait(60)
     handle.pause()
     n = handle.epoch
-    import time
-    time.sleep(1.5)
-    assert handle.status == "paused"
-    assert handle.epoch <= n + 1  # at most the epoch in progress finishes
+    assert handle.held.wait(60)  # the training thread waits at a boundary
+    held_at = handle.epoch
+    assert held_at <= n + 1  # at most the epoch in progress finishes
+    assert events[-1].kind is EventKind.EPOCH_END and events[-1].epoch == held_at
     handle.resume()
     handle.stop()
     assert handle.wait(60) == "stopped"

@@ -4,14 +4,27 @@ from __future__ import annotations
 
 import copy
 import json
+import statistics
+import threading
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from torch import fx, nn
 
-from asfp_explorer.export import (ConstantInputMap, ScatterAdd, benchmark, compact, export_compact,
-                                  load_compact, save_compact)
+from asfp_explorer.export import (
+    ConstantInputMap,
+    OnnxExportError,
+    ScatterAdd,
+    benchmark,
+    compact,
+    export_compact,
+    load_compact,
+    onnx_available,
+    save_compact,
+)
+from asfp_explorer.export.timing import spread
 from asfp_explorer.flops import MacCounter, fvcore_conv_macs
 from asfp_explorer.models import build_model, prunable_layers
 from asfp_explorer.models.cifar_resnet import BasicBlock, CifarResNet
@@ -196,9 +209,13 @@ def test_benchmark_and_export_compact(tmp_path):
     model = build_model("resnet20")
     masks = random_masks(model, 0.4, seed=0)
     small = compact(model, masks, (3, 32, 32))
-    result = benchmark(model, small, (3, 32, 32), batch_sizes=(1, 2), repeats=1, warmup=0)
+    result = benchmark(model, small, (3, 32, 32), batch_sizes=(1, 2), repeats=3, warmup=0)
     assert [r["batch_size"] for r in result["batches"]] == [1, 2]
-    assert all(r["dense_ms"] > 0 and r["compact_ms"] > 0 for r in result["batches"])
+    for r in result["batches"]:
+        assert r["repeats"] == 3 and r["warmup_rounds"] == 0
+        for key in ("dense_ms", "compact_ms", "speedup"):
+            assert 0 < r[f"{key}_min"] <= r[f"{key}_q1"] <= r[key] <= r[f"{key}_q3"] <= r[f"{key}_max"]
+    assert result["flush_denormal"] is torch.set_flush_denormal(False)  # True where the CPU can
     counter = MacCounter(model, (3, 32, 32))
     kept = {n: int(m.sum()) for n, m in masks.items()}
     assert result["compact_macs"] == counter.exact_macs(kept)
@@ -208,6 +225,138 @@ def test_benchmark_and_export_compact(tmp_path):
     assert summary["compact_macs"] == counter.exact_macs(kept)
     assert (tmp_path / "export" / "compact.pt").exists()
     assert json.loads((tmp_path / "export" / "export.json").read_text())["kept"] == kept
+
+
+def test_spread_matches_numpy_percentiles():
+    values = [5.0, 1.0, 4.0, 2.0, 8.0, 3.0, 13.0]
+    got = spread(values)
+    q1, median, q3 = np.percentile(values, [25, 50, 75])  # numpy's default: linear, inclusive
+    assert got == pytest.approx({"median": median, "q1": q1, "q3": q3, "min": 1.0, "max": 13.0})
+    assert spread([2.5]) == {"median": 2.5, "q1": 2.5, "q3": 2.5, "min": 2.5, "max": 2.5}
+
+
+class ScriptedClock:
+    """Stands in for timing.py's `_time_ms`: returns scripted times and records the order."""
+
+    def __init__(self, slow_rounds: int):
+        self.slow_rounds = slow_rounds
+        self.calls: list[str] = []
+
+    def __call__(self, model, x, cuda):
+        self.calls.append(model.role)
+        r = sum(1 for c in self.calls if c == model.role) - 1  # this model's round
+        # slow (cold) first rounds, then steady times with a little jitter
+        return 1000.0 if r < self.slow_rounds else (10.0 if model.role == "dense" else 5.0) + (r % 3) * 0.1
+
+
+def tagged(role: str) -> nn.Module:
+    m = nn.Sequential(nn.Conv2d(1, 2, 3))
+    m.role = role
+    return m
+
+
+def test_benchmark_warms_up_until_settled_and_alternates(monkeypatch):
+    from asfp_explorer.export import timing
+
+    clock = ScriptedClock(slow_rounds=4)
+    monkeypatch.setattr(timing, "_time_ms", clock)
+    result = benchmark(tagged("dense"), tagged("compact"), (1, 8, 8), batch_sizes=(1,), repeats=6)
+    row = result["batches"][0]
+    # settled once the last SETTLE_WINDOW rounds are all past the slow ones
+    assert row["settled"] and row["warmup_rounds"] == 4 + timing.SETTLE_WINDOW
+    assert row["repeats"] == 6 and row["dense_ms_max"] < 1000.0  # no cold round was timed
+    assert row["speedup"] == pytest.approx(statistics.median(
+        [(10 + (r % 3) * 0.1) / (5 + (r % 3) * 0.1) for r in range(9, 15)]))
+    pairs = [clock.calls[i:i + 2] for i in range(0, len(clock.calls), 2)]
+    assert all(p == (["dense", "compact"] if i % 2 == 0 else ["compact", "dense"])
+               for i, p in enumerate(pairs))  # ABBA, warm-up and timed rounds alike
+
+
+def test_benchmark_reports_unsettled_timings(monkeypatch):
+    from asfp_explorer.export import timing
+
+    monkeypatch.setattr(timing, "_time_ms", ScriptedClock(slow_rounds=10 ** 9))
+    row = benchmark(tagged("dense"), tagged("compact"), (1, 8, 8), batch_sizes=(1,), repeats=2,
+                    warmup_budget_s=0.0)["batches"][0]
+    assert not row["settled"] and row["warmup_rounds"] == 1
+
+
+DENORMALS_FLUSHED: list[tuple[str, bool]] = []  # module level: the benchmark times deep copies
+
+
+class DenormalProbe(nn.Module):
+    """Records, at every forward, whether denormal floats are flushed to zero on all intra-op
+    threads (the multiplication is large enough to be split across them)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 1)
+
+    def forward(self, x):
+        tiny = torch.full((1 << 20,), 1e-39)  # below float32's normal range
+        DENORMALS_FLUSHED.append((threading.current_thread().name, bool(((tiny * 1.0) == 0).all())))
+        return self.conv(x)
+
+
+def test_benchmark_flushes_denormals_while_timing_only():
+    if not torch.set_flush_denormal(False):
+        pytest.skip("this CPU cannot flush denormals")
+    DENORMALS_FLUSHED.clear()
+    DenormalProbe()(torch.zeros(1, 1, 4, 4))  # the reference: this thread does not flush
+    result = benchmark(DenormalProbe(), DenormalProbe(), (1, 4, 4), batch_sizes=(1,), repeats=2, warmup=1)
+    assert result["flush_denormal"] is True
+    DenormalProbe()(torch.zeros(1, 1, 4, 4))
+    timed = [flushed for thread, flushed in DENORMALS_FLUSHED if thread == "asfp-benchmark"]
+    others = [flushed for thread, flushed in DENORMALS_FLUSHED if thread != "asfp-benchmark"]
+    assert timed == [True] * 6  # 2 warm-up + 4 timed forwards, all flushed
+    assert others and not any(others)  # before, meanwhile (MAC counts) and after: not flushed
+
+
+def test_tables_show_median_and_spread():
+    from asfp_explorer.commands.export import benchmark_table
+    from asfp_explorer.viz.speedup import speedup_html
+
+    row = {"batch_size": 64, "repeats": 12, "warmup_rounds": 7, "settled": False,
+           "dense_ms": 30.0, "dense_ms_q1": 28.0, "dense_ms_q3": 33.0, "dense_ms_min": 25.0, "dense_ms_max": 40.0,
+           "compact_ms": 20.0, "compact_ms_q1": 19.0, "compact_ms_q3": 22.0, "compact_ms_min": 18.0,
+           "compact_ms_max": 30.0, "speedup": 1.5, "speedup_q1": 1.25, "speedup_q3": 1.75, "speedup_min": 1.0,
+           "speedup_max": 2.0, "dense_images_per_s": 2133.0, "compact_images_per_s": 3200.0,
+           "time_reduction_percent": 33.3}
+    bench = {"device": "cpu", "device_name": "cpu", "threads": 2, "torch": "x", "flush_denormal": True,
+             "batches": [row]}
+    text = "\n".join(benchmark_table(bench))
+    assert "denormals flushed to zero" in text and "median [q1-q3]" in text
+    assert "30 [28-33]" in text and "1.50 [1.25-1.75]x" in text and "1.00-2.00x" in text
+    assert "had not settled" in text  # settled False is flagged
+    page = speedup_html({"mac_reduction_percent": 40.0, "dense_macs": 10, "compact_macs": 6, "dense_params": 5,
+                         "compact_params": 3, "relative_error": 1e-7, "benchmark": bench})
+    assert "1.25–1.75×" in page and "28.00–33.00" in page and "denormals flushed to zero" in page
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # the ONNX exporter's notes
+@pytest.mark.skipif(not onnx_available(), reason="needs onnx and onnxruntime (pip install '.[onnx]')")
+def test_onnx_export_matches_the_masked_model(tmp_path):
+    model = randomise_bn(build_model("resnet20"))
+    masks = random_masks(model, 0.4, seed=3)
+    summary = export_compact(model, masks, (3, 32, 32), tmp_path, onnx=True)
+    assert summary["onnx"]["relative_error"] <= 1e-4
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(tmp_path / "compact.onnx"), providers=["CPUExecutionProvider"])
+    x = torch.randn(3, 3, 32, 32)  # a batch size the check did not use: the batch is dynamic
+    got = torch.from_numpy(session.run(None, {"input": x.numpy()})[0])
+    with torch.no_grad():
+        want = masked_reference(model, masks)(x)
+    assert (got - want).abs().max().item() <= 1e-4 * want.abs().max().item()
+
+
+def test_onnx_without_onnxruntime_says_so(tmp_path, monkeypatch):
+    from asfp_explorer.export import onnx_export
+
+    monkeypatch.setattr(onnx_export, "onnx_available", lambda: False)
+    model = build_model("resnet20")
+    with pytest.raises(OnnxExportError, match="needs the optional packages onnx and onnxruntime"):
+        onnx_export.export_onnx(model, model, (3, 32, 32), tmp_path / "m.onnx")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

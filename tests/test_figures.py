@@ -15,8 +15,6 @@ from asfp_explorer.store import RunData, load_run
 from asfp_explorer.viz import figures as F
 from asfp_explorer.viz.compare import compare_figure, compare_html, group_runs, report_html
 
-pytest_plugins = ["conftest_viz"]  # the shared `viz_runs` fixture
-
 
 def _data(fig: go.Figure) -> list[dict]:
     """Trace data as plain JSON (numpy arrays included), for comparing figures."""

@@ -11,7 +11,6 @@ import math
 from contextlib import redirect_stderr, redirect_stdout
 
 import numpy as np
-import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -22,7 +21,7 @@ from asfp_explorer.config import ConfigError, RunConfig
 from asfp_explorer.data import DataError, load_npz
 
 FIELDS = {
-    "data": ["name", "path", "batch_size", "augment", "download"],
+    "data": ["name", "path", "batch_size", "augment", "download", "train_subset"],
     "model": ["name"],
     "pruning": ["method", "prune_ratio", "d", "interval", "criterion", "fpgm_norm_share"],
     "training": ["epochs", "lr", "momentum", "nesterov", "weight_decay", "lr_gamma",

@@ -1,4 +1,8 @@
-"""Nothing lost: kill and resume bit-identically, clean stops, divergence, locks, isolation."""
+"""Nothing lost: kill and resume bit-identically, clean stops at any point, a failing recorder,
+resume with changes, one-line errors for bad input, divergence, locks, isolation.
+
+(Damaged run directories, checksums, the lock itself: test_store_integrity.py.)
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
@@ -15,8 +18,8 @@ import torch
 
 from asfp_explorer.config import ConfigError
 from asfp_explorer.engine import RunHandle
-from asfp_explorer.store import RunDirError, RunLock, load_run
-from conftest import tiny_config
+from asfp_explorer.store import RunDirError, load_run
+from support import tiny_config
 
 TRAIN = ["--model", "resnet20", "--dataset", "digits", "--method", "asfp", "--ratio", "0.4",
          "--epochs", "4", "--batch-size", "16", "--device", "cpu", "--seed", "3", "--quiet"]
@@ -103,21 +106,6 @@ def test_checkpoint_from_another_model_is_refused(tmp_path, finished_run_dir):
         RunHandle(tiny_config(model={"name": "resnet32"}), finished_run_dir, resume=True)
 
 
-def test_lock_held_by_a_live_process_refuses_and_a_dead_one_does_not(tmp_path):
-    d = tmp_path / "l"
-    d.mkdir()
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
-        (d / "lock").write_text(str(sleeper.pid))
-        with pytest.raises(RunDirError, match=f"process {sleeper.pid}"):
-            RunHandle(tiny_config(), d, overwrite=True)
-    finally:
-        sleeper.kill()
-        sleeper.wait()
-    RunLock(d).acquire()  # the dead process's lock is taken over
-    RunLock(d).release()
-
-
 def test_two_handles_on_one_folder_in_one_process_are_refused(tmp_path):
     first = RunHandle(tiny_config(), tmp_path / "same")
     with pytest.raises(RunDirError, match="another run of this process"):
@@ -138,44 +126,251 @@ def test_two_concurrent_runs_do_not_mix(tmp_path):
         assert comparable(seq) == comparable(par)
 
 
-def test_tracing_while_another_run_trains_changes_neither(tmp_path):
-    """fx tracing patches Module.__call__ process-wide; the trace lock keeps runs out of it."""
-    from asfp_explorer.flops import MacCounter
-    from asfp_explorer.models import build_model
+# ------------------------------------------------------------------ failures and stops
 
-    cfg = tiny_config(training={"seed": 5, "epochs": 4})
-    RunHandle(cfg, tmp_path / "alone").run()
-    handle = RunHandle(cfg, tmp_path / "beside_traces").start()
-    model = build_model("resnet20", 10, 1)
-    counts = set()
-    while handle.status in ("created", "running"):
-        counts.add(MacCounter(model, (1, 8, 8)).dense_macs)
-    assert handle.wait(300) == "finished"
-    assert len(counts) == 1
-    assert comparable(load_run(tmp_path / "alone")) == comparable(load_run(tmp_path / "beside_traces"))
+# The CLI flags that give tiny_config() (the config of the shared finished_run_dir).
+TINY = ["--model", "resnet20", "--dataset", "digits", "--epochs", "3", "--batch-size", "64",
+        "--device", "cpu", "--quiet"]
 
 
-def test_trace_lock_waits_for_running_models_and_refuses_to_deadlock():
-    from asfp_explorer.models.trace_lock import running_models, tracing
+def main_lines(capsys, *argv, stdout=False):
+    """Run the CLI in this process; returns (exit status, stderr lines[, stdout])."""
+    from asfp_explorer.cli import main
 
-    order = []
-    inside = threading.Event()
-    release = threading.Event()
+    rc = main(list(argv))
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    return (rc, err, captured.out) if stdout else (rc, err)
 
-    def train():
-        with running_models():
-            inside.set()
-            release.wait(5)
-            order.append("trained")
 
-    t = threading.Thread(target=train)
-    t.start()
-    inside.wait(5)
-    threading.Timer(0.2, release.set).start()
-    with tracing():
-        order.append("traced")
-    t.join()
-    assert order == ["trained", "traced"]
-    with running_models(), pytest.raises(RuntimeError, match="deadlock"):
-        with tracing():
-            pass
+def test_a_failing_recorder_ends_the_run_as_failed_and_resume_completes_it(
+        tmp_path, monkeypatch, capsys, finished_run_dir):
+    from asfp_explorer.store import files
+
+    real = files.atomic_savez
+
+    def disk_full_at_epoch_2(path, **arrays):
+        if path.name == "000002.npz":
+            raise OSError(28, "No space left on device")
+        return real(path, **arrays)
+
+    monkeypatch.setattr(files, "atomic_savez", disk_full_at_epoch_2)
+    out = tmp_path / "r"
+    rc, err = main_lines(capsys, "train", *TINY, "--out", str(out))
+    assert rc == 1 and len(err) == 1, err
+    assert err[0].startswith("failed: OSError") and "checkpoint of epoch 1 is kept" in err[0]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "failed" and "No space left" in summary["message"]
+    assert summary["epochs_done"] == 1  # epoch 2 was not recorded, so it is not counted
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] == 1
+    assert not (out / "lock").exists()
+
+    monkeypatch.undo()
+    rc, err = main_lines(capsys, "train", "--resume", str(out), "--quiet")
+    assert rc == 0, err
+    resumed, reference = load_run(out), load_run(finished_run_dir)
+    assert comparable(resumed) == comparable(reference)
+    assert resumed.status == "finished"
+
+
+def test_a_watching_observer_that_raises_is_detached_and_the_run_goes_on(tmp_path):
+    def broken(event):
+        raise RuntimeError("dashboard gone")
+
+    handle = RunHandle(tiny_config(training={"epochs": 1}), tmp_path / "w", [broken])
+    with pytest.warns(RuntimeWarning, match="dashboard gone"):
+        assert handle.run() == "finished"
+
+
+HOLD = """
+import pathlib, signal, sys
+import asfp_explorer.engine.trainer as trainer
+from asfp_explorer.cli import main
+
+marker, point = pathlib.Path(sys.argv[1]), sys.argv[2]
+
+def hold(*args, **kwargs):
+    marker.touch()  # the test waits for this file, then signals
+    signal.pause()
+
+if point == "start-up":
+    trainer.Trainer.__init__ = hold
+else:
+    trainer.Trainer._initial_masks = hold
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+def held_cli(tmp_path, point, *argv):
+    marker = tmp_path / f"at-{point}"
+    marker.unlink(missing_ok=True)
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(marker), point, *argv],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "PYTHONWARNINGS": "ignore",
+                                            "OMP_NUM_THREADS": "2"})
+    while not marker.exists():  # wait on the file the process writes at that point
+        assert proc.poll() is None, proc.communicate()
+        os.sched_yield()
+    return proc
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_during_start_up_stops_cleanly(tmp_path, sig):
+    proc = held_cli(tmp_path, "start-up", "train", *TINY, "--out", "s")
+    proc.send_signal(sig)
+    rc, out = finish(proc, 120)
+    assert rc == 130, out
+    assert "Traceback" not in out and len(out.strip().splitlines()) == 1
+    assert "run the same command again" in out
+    assert not (tmp_path / "s" / "lock").exists()
+    # Nothing was recorded: --resume says what to do instead of failing obscurely.
+    rc, out = finish(cli("train", "--resume", "s", "--quiet", cwd=tmp_path), 120)
+    assert rc == 2 and "--overwrite" in out and len(out.strip().splitlines()) == 1
+
+
+def test_sigterm_before_the_first_checkpoint_is_restartable_with_resume(tmp_path,
+                                                                        finished_run_dir):
+    proc = held_cli(tmp_path, "epoch-0", "train", *TINY, "--out", "e")
+    proc.send_signal(signal.SIGTERM)
+    rc, out = finish(proc, 120)
+    assert rc == 130 and "Traceback" not in out, out
+    assert not (tmp_path / "e" / "checkpoint.pt").exists()
+    proc = cli("train", "--resume", "e", "--quiet", cwd=tmp_path)
+    rc, out = finish(proc)
+    assert rc == 0 and "starting it again" in out, out
+    assert comparable(load_run(tmp_path / "e")) == comparable(load_run(finished_run_dir))
+
+
+# ------------------------------------------------------------------ resume with changes
+
+def test_resume_applies_changeable_flags_as_a_recorded_change(tmp_path, finished_run_dir,
+                                                              capsys):
+    import shutil
+
+    d = tmp_path / "c"
+    shutil.copytree(finished_run_dir, d)
+    events = (d / "events.jsonl").read_bytes()
+    (d / "events.jsonl").write_bytes(events[:-7])  # a torn last line: a crash mid-append
+    rc, err = main_lines(capsys, "train", "--resume", str(d), "--quiet", "--epochs", "4",
+                         "--lr", "0.01", "--method", "sfp")
+    assert rc == 0, err
+    run = load_run(d)  # the torn line was cut before appending: everything reads
+    assert [m["epoch"] for m in run.metrics] == [0, 1, 2, 3, 4]
+    assert run.changes == [{"epoch": 3, "changes": {"training": {"epochs": 4, "lr": 0.01},
+                                                    "pruning": {"method": "sfp"}}}]
+    # lr is the base rate: epoch 4 of 4 trains after all three milestone decays (x 0.2 each)
+    assert run.metrics[4]["lr"] == pytest.approx(0.01 * 0.2 ** 3)
+    summary = json.loads((d / "summary.json").read_text())
+    assert summary["config"]["pruning"]["method"] == "sfp"
+    assert summary["changes"] == run.changes
+
+    # A later resume restores the checkpoint's (changed) config: show names the current one.
+    rc, err = main_lines(capsys, "train", "--resume", str(d), "--quiet", "--epochs", "5")
+    assert rc == 0, err
+    rc, _, out = main_lines(capsys, "show", str(d), "--json", stdout=True)
+    assert rc == 0 and json.loads(out)["method"] == "sfp"
+
+
+def test_resume_refuses_flags_that_fix_the_run(finished_run_dir, capsys):
+    rc, err = main_lines(capsys, "train", "--resume", str(finished_run_dir), "--seed", "4")
+    assert rc == 2 and len(err) == 1 and "--seed cannot change" in err[0]
+
+
+# ------------------------------------------------------------------ one-line errors
+
+@pytest.mark.parametrize("argv,match", [
+    (("schedule", "--epochs", "2147483648"), "at most 100,000"),
+    (("flops", "--input-size", "2147483648"), "expected 8 to 4096 pixels"),
+    (("train", "--epochs", "2147483648", "--quiet"), "at most 100,000"),
+    (("show", "n" * 256), "256 bytes long"),
+    (("export", "n" * 256), "256 bytes long"),
+])
+def test_huge_or_impossible_input_is_one_line(argv, match, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rc, err = main_lines(capsys, *argv)
+    assert rc == 2 and len(err) == 1 and match in err[0], err
+
+
+def test_show_and_export_of_damaged_runs_are_one_line(tmp_path, finished_run_dir, capsys):
+    import shutil
+
+    d = tmp_path / "x"
+    shutil.copytree(finished_run_dir, d)
+    (d / "run_start.json").unlink()
+    rc, err = main_lines(capsys, "export", str(d))
+    assert rc == 2 and len(err) == 1 and "run_start.json: missing" in err[0], err
+    (d / "run_start.json").write_text("[]")
+    rc, err = main_lines(capsys, "show", str(d))
+    assert rc == 2 and len(err) == 1 and "run_start.json: holds a JSON list" in err[0], err
+
+
+def test_report_never_replaces_something_that_is_not_a_regular_file(tmp_path,
+                                                                     finished_run_dir, capsys):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)  # stands in for a device node such as /dev/null
+    rc, err = main_lines(capsys, "report", str(finished_run_dir), "--html", str(fifo))
+    assert rc == 2 and len(err) == 1 and "not a regular file" in err[0], err
+    assert fifo.is_fifo()
+
+
+def test_divergence_is_said_once(tmp_path, capsys):
+    rc, err = main_lines(capsys, "train", *TINY[:-3], "--epochs", "2", "--lr", "1e30",
+                         "--quiet", "--out", str(tmp_path / "d"))
+    assert rc == 3 and len(err) == 1, err
+    assert err[0].startswith("diverged: ") and "diverged: diverged" not in err[0]
+
+
+def _npz(path, **overrides):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    arrays = {"x_train": rng.integers(0, 255, (40, 8, 8, 3), dtype=np.uint8),
+              "y_train": np.arange(40) % 4,
+              "x_test": rng.integers(0, 255, (12, 8, 8, 3), dtype=np.uint8),
+              "y_test": np.arange(12) % 4}
+    arrays.update(overrides)
+    np.savez(path, **arrays)
+    return path
+
+
+def _truncated(path, size):
+    path.write_bytes(path.read_bytes()[:size])  # a download or copy cut off
+    return path
+
+
+@pytest.mark.parametrize("make,match", [
+    (lambda p: p.write_bytes(b"") or p, "not a readable .npz archive"),
+    (lambda p: _truncated(_npz(p), 300), "not a readable .npz archive"),
+    (lambda p: __import__("numpy").save(p.with_suffix(".npy"), [1, 2]) or
+     p.with_suffix(".npy"), "single array (.npy)"),
+    (lambda p: _npz(p, x_train=__import__("numpy").zeros((40, 8, 8, 0), "uint8"),
+                    x_test=__import__("numpy").zeros((12, 8, 8, 0), "uint8")), "channel axis"),
+    (lambda p: _npz(p, x_train=__import__("numpy").zeros((40, 0, 0), "uint8"),
+                    x_test=__import__("numpy").zeros((12, 0, 0), "uint8")), "0x0 pixels"),
+    (lambda p: _npz(p, x_train=__import__("numpy").zeros((40, 1, 1, 3), "uint8"),
+                    x_test=__import__("numpy").zeros((12, 1, 1, 3), "uint8")), "1x1 pixels"),
+    (lambda p: _npz(p, x_train=__import__("numpy").zeros((40, 4, 4, 4), "uint8"),
+                    x_test=__import__("numpy").zeros((12, 4, 4, 4), "uint8")), "could be"),
+    (lambda p: _npz(p, y_test=__import__("numpy").array([10 ** 8] * 12)), "label 100000000"),
+    (lambda p: _npz(p, y_test=__import__("numpy").array([2 ** 40] * 12)), "label 1099511627776"),
+])
+def test_bad_npz_data_sets_are_one_line(tmp_path, make, match):
+    from asfp_explorer.data import DataError, load_npz
+
+    path = make(tmp_path / "d.npz")
+    with pytest.raises(DataError, match=match.replace("(", r"\(").replace(")", r"\)")) as e:
+        load_npz(path)
+    assert "\n" not in str(e.value)
+
+
+def test_channels_first_images_are_recognised(tmp_path):
+    import numpy as np
+
+    from asfp_explorer.data import load_npz
+
+    hwc = load_npz(_npz(tmp_path / "hwc.npz"))
+    chw = load_npz(_npz(tmp_path / "chw.npz",
+                        x_train=np.load(tmp_path / "hwc.npz")["x_train"].transpose(0, 3, 1, 2),
+                        x_test=np.load(tmp_path / "hwc.npz")["x_test"].transpose(0, 3, 1, 2)))
+    assert hwc.input_size == chw.input_size == (3, 8, 8)
+    assert torch.equal(hwc.x_train, chw.x_train) and torch.equal(hwc.x_test, chw.x_test)

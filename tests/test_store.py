@@ -11,7 +11,7 @@ import torch
 
 from asfp_explorer.engine import RunHandle
 from asfp_explorer.store import RunDirError, load_checkpoint, load_run
-from conftest import tiny_config
+from support import tiny_config
 
 
 def test_round_trip_live_equals_loaded(tmp_path):
@@ -79,7 +79,7 @@ def test_truncated_checkpoint_gives_clear_error(tmp_path, finished_run_dir):
     shutil.copytree(finished_run_dir, d)
     data = (d / "checkpoint.pt").read_bytes()
     (d / "checkpoint.pt").write_bytes(data[: len(data) // 2])
-    with pytest.raises(RunDirError, match="truncated or was tampered with"):
+    with pytest.raises(RunDirError, match="changed or damaged"):
         load_checkpoint(d)
 
 

@@ -1,18 +1,25 @@
-"""A user's own CNN: which convs torch.fx tracing finds prunable, and why others are not."""
+"""A user's own CNN: which convs torch.fx tracing finds prunable, and why others are not;
+and tracing never reaches forward passes on other threads (training, a user's cell)."""
 
 from __future__ import annotations
 
 import copy
+import threading
+import warnings
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from asfp_explorer.engine import RunHandle
 from asfp_explorer.export import compact
 from asfp_explorer.flops import MacCounter, conv_macs, fvcore_conv_macs
-from asfp_explorer.models import prunable_layers
-from asfp_explorer.models.tracing import TraceError, find_prunable_layers
+from asfp_explorer.models import build_model, prunable_layers
+from asfp_explorer.models.tracing import TraceError, find_prunable_layers, trace
+from asfp_explorer.store import load_run
+from support import tiny_config
 
 
 class ResCat(nn.Module):
@@ -205,3 +212,127 @@ def test_hand_listed_convs_count_what_compact_builds():
     # fvcore misses convs with padding="same" (aten::_convolution_mode): count by hooks here
     assert counter.exact_macs(kept) == conv_macs(small, (3, 24, 24)) < conv_macs(model, (3, 24, 24))
     assert counter.exact_params(kept) == sum(p.numel() for p in small.parameters())
+
+
+# ----------------------------------------------------------------------------- other threads
+
+
+class Gate(nn.Module):
+    """Holds its own trace open (fx's process-wide patches in place) until `release` is set."""
+
+    def __init__(self, tracing: threading.Event, release: threading.Event):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3)
+        self.tracing, self.release = tracing, release
+
+    def forward(self, x):
+        self.tracing.set()
+        assert self.release.wait(60), "the other thread never finished"
+        return self.conv(x)
+
+
+def test_a_users_forward_during_a_trace_is_bit_identical():
+    """A cell's forward pass runs, start to end, while a trace holds fx's patches in place.
+
+    Plain `fx.symbolic_trace` sends that forward into the trace (NameError: module is not
+    installed as a submodule); the project's tracer hands it back to the untraced code.
+    """
+    user = build_model("resnet20", 10, 1)
+    x = torch.randn(16, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    reference = copy.deepcopy(user)
+    want_eval = reference.eval()(x).detach()
+    want_train = reference.train()(x)
+    want_train.sum().backward()
+    tracing, release = threading.Event(), threading.Event()
+    got: dict = {}
+
+    def cell():
+        try:
+            assert tracing.wait(60)
+            got["eval"] = user.eval()(x).detach()
+            out = user.train()(x)  # train mode: BN statistics move, gradients flow
+            out.sum().backward()
+            got["train"] = out.detach()
+        except BaseException as e:
+            got["error"] = e
+        finally:
+            release.set()
+
+    t = threading.Thread(target=cell)
+    t.start()
+    gm = trace(Gate(tracing, release))
+    t.join()
+    assert "error" not in got, got.get("error")
+    assert torch.equal(got["eval"], want_eval) and torch.equal(got["train"], want_train.detach())
+    for (name, p), q in zip(user.named_parameters(), reference.parameters()):
+        assert torch.equal(p.grad, q.grad), name
+    for (name, b), c in zip(user.named_buffers(), reference.buffers()):
+        assert torch.equal(b, c), name
+    assert [n.op for n in gm.graph.nodes] == ["placeholder", "call_module", "output"]
+
+
+def comparable(run):
+    return [{k: v for k, v in m.items() if "seconds" not in k} for m in run.metrics]
+
+
+def test_tracing_while_another_run_trains_changes_neither(tmp_path):
+    """fx traces (MAC counter, compact export) and fvcore's jit trace on this thread, beside a
+    training run on another: the run is bit-identical to one alone, and every count exact."""
+    from asfp_explorer.viz.compact_macs import compact_conv_macs
+
+    cfg = tiny_config(training={"seed": 5, "epochs": 4})
+    RunHandle(cfg, tmp_path / "alone").run()
+    model = build_model("resnet20", 10, 1)
+    counter = MacCounter(model, (1, 8, 8))
+    names = list(counter.layer_sizes)
+    masks = [np.arange(counter.layer_sizes[n]) % 3 != 0 for n in names]
+    info = {"input_size": (1, 8, 8), "num_classes": 10, "layer_names": names}
+    want = counter.exact_macs({n: int(m.sum()) for n, m in zip(names, masks)})
+    handle = RunHandle(cfg, tmp_path / "beside_traces").start()
+    dense, compact_counts = set(), set()
+    while handle.status in ("created", "running"):
+        dense.add(MacCounter(model, (1, 8, 8)).dense_macs)
+        compact_counts.add(compact_conv_macs(cfg.to_dict(), info, masks))
+    assert handle.wait(300) == "finished"
+    assert dense == {counter.dense_macs} and compact_counts == {want}
+    assert comparable(load_run(tmp_path / "alone")) == comparable(load_run(tmp_path / "beside_traces"))
+
+
+def test_fvcore_leaves_the_warning_filters_alone():
+    """fvcore's count runs its trace inside `warnings.catch_warnings()`, which swaps the
+    process-wide filter list; here the list in force during its trace is the caller's own."""
+    filters = warnings.filters
+    seen = []
+
+    class Probe(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 2, 3)
+
+        def forward(self, x):
+            seen.append(warnings.filters is filters)
+            return self.conv(x)
+
+    assert fvcore_conv_macs(Probe(), (1, 5, 5)) == 2 * 1 * 9 * 3 * 3
+    assert seen and all(seen)
+
+
+def test_the_shape_probe_tells_architectures_apart():
+    """The probe's answers are kept per architecture: same code, other arguments or widths
+    must still get their own shapes (checked against a real forward pass)."""
+    from asfp_explorer.models.tracing import PROBE_BATCH, analyse
+
+    class Net(nn.Module):
+        def __init__(self, stride, width):
+            super().__init__()
+            self.conv = nn.Conv2d(3, width, 3, stride=stride)
+            self.bn = nn.BatchNorm2d(width)
+
+        def forward(self, x):
+            return self.bn(self.conv(x))
+
+    for stride, width, side in [(1, 4, 9), (2, 4, 9), (1, 6, 9), (1, 4, 12), (1, 4, 9)]:
+        net = Net(stride, width)
+        flow = analyse(net, (3, side, side))
+        want = tuple(net.eval()(torch.zeros(PROBE_BATCH, 3, side, side)).shape)
+        assert flow.shapes[next(n.name for n in flow.gm.graph.nodes if n.target == "bn")] == want

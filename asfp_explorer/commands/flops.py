@@ -7,11 +7,13 @@ import json
 from ..config import MODELS, PruningConfig
 
 IMAGENET = {"resnet18", "resnet34", "resnet50", "resnet101"}
+MAX_INPUT_SIZE = 4096  # pixels per side; 8x the ImageNet crop
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("flops", help="conv MACs of a model, dense and pruned")
-    p.add_argument("--model", choices=list(MODELS), default="resnet56")
+    p.add_argument("--model", metavar="NAME", default="resnet56",
+                   help=f"{', '.join(MODELS)}, or package.module:factory (default resnet56)")
     p.add_argument("--ratio", type=float, default=0.4, help="prune ratio in [0, 1)")
     p.add_argument("--convention", choices=["paper", "exact"], default="paper",
                    help="paper: fractional channels (spec §6.1); exact: integer channels")
@@ -31,10 +33,11 @@ def run(args) -> int:
     PruningConfig(prune_ratio=args.ratio)  # validates the ratio
     imagenet = args.model in IMAGENET
     side = args.input_size or (224 if imagenet else 32)
-    if side < 8:
+    if not 8 <= side <= MAX_INPUT_SIZE:  # the count traces a real input of this size
         from ..config import ConfigError
 
-        raise ConfigError(f"input-size: {side} is not allowed; expected at least 8 pixels")
+        raise ConfigError(f"input-size: {side} is not allowed; expected 8 to "
+                          f"{MAX_INPUT_SIZE} pixels")
     model = build_model(args.model, 1000 if imagenet else 10, 3)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -43,7 +46,7 @@ def run(args) -> int:
         pruned = counter.paper_macs(args.ratio)
     else:
         kept = {n: c.out_channels - pruned_count(c.out_channels, args.ratio)
-                for n, c in prunable_layers(model).items()}
+                for n, c in prunable_layers(model, (3, side, side)).items()}
         pruned = counter.exact_macs(kept)
     dense = counter.dense_macs
     out = {"model": args.model, "input_size": [3, side, side], "prune_ratio": args.ratio,
@@ -54,7 +57,7 @@ def run(args) -> int:
         print(json.dumps(out))
     else:
         print(f"model          {args.model} ({side}x{side} input)")
-        print(f"unit           MACs (multiply-accumulates of conv layers)")
+        print("unit           MACs (multiply-accumulates of conv layers)")
         print(f"dense          {dense:,}")
         print(f"pruned ({args.convention}) {pruned:,.0f}  at prune ratio {args.ratio}")
         print(f"reduction      {out['reduction_percent']:.1f} %")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .figure_files import add_figure_options, save_figures
 from .html_output import write_page
 
 
@@ -18,17 +19,26 @@ def add_parser(sub) -> None:
     p.add_argument("--fvcore", action="store_true",
                    help="also count the compact model's conv MACs with fvcore at every mask "
                         "update (traces the model once per distinct set of kept counts)")
+    add_figure_options(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from ..store import load_run
-    from ..viz.compare import report_html
+    from ..store import RunDirError, check_path_names, load_run
+    from ..viz.compare import report_figures, report_html
 
     data = load_run(args.run_dir)
     out = Path(args.html) if args.html else Path(args.run_dir) / "report.html"
+    check_path_names("html", out)
+    if out.exists() and not out.is_file():  # a device node or folder is never replaced
+        raise RunDirError(f"html: {str(out)!r} exists and is not a regular file; choose a "
+                          "file path")
     fv = _fvcore_counts(data) if args.fvcore else None
-    return write_page("report", out, lambda: report_html(data, out, fvcore_macs=fv))
+    status = write_page("report", out, lambda: report_html(data, out, fvcore_macs=fv))
+    if status == 0 and args.figures:
+        status = save_figures("report", report_figures(data, fv), args.figures, args.format,
+                              stem=data.name)
+    return status
 
 
 def _fvcore_counts(data) -> dict[int, int]:

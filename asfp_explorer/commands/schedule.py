@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 
-from ..config import METHODS, PruningConfig, TrainingConfig
+from ..config import METHODS, ConfigError, PruningConfig, TrainingConfig
 from ..schedules import schedule_values
+
+MAX_EPOCHS = 100_000  # as `train`
 
 
 def add_parser(sub) -> None:
@@ -21,6 +23,9 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     pruning = PruningConfig(method=args.method, prune_ratio=args.ratio, d=args.d)
     TrainingConfig(epochs=args.epochs)  # validates epochs
+    if args.epochs > MAX_EPOCHS:  # one line per epoch: a huge count would never finish
+        raise ConfigError(f"epochs: {args.epochs} is not allowed; expected at most "
+                          f"{MAX_EPOCHS:,}")
     values = schedule_values(pruning.schedule, args.epochs, args.ratio, args.d)
     if args.json:
         print(json.dumps({"method": args.method, "schedule": pruning.schedule,

@@ -46,16 +46,20 @@ class EpochSnapshot:
     total_epochs: int
     lr: float
     prune_ratio: float  # scheduled P(epoch)
+    realised_ratio: float  # pruned / prunable filters, as the masks hold them
     masks_updated: bool
     train_loss: float | None  # None at epoch 0
     train_acc: float | None
     test_acc_unmasked: float | None  # before the mask update (None when there was none)
-    test_acc_masked: float  # the model as it stands at the end of the epoch
+    test_acc_masked: float | None  # after the mask; None for a soft run between mask updates
     layer_names: tuple[str, ...]
     norms: tuple[np.ndarray, ...]  # ℓ2 filter norms per layer, just before the mask was applied
     masks: tuple[np.ndarray, ...]  # bool per filter, True = kept
     pruned: tuple[int, ...]
     revived: tuple[int, ...]  # filters pruned at the previous update and kept now
+    dead: tuple[int, ...]  # pruned at the previous update and still exactly zero before this one
+    pruned_norm_median: tuple[float | None, ...]  # median l2 norm of previously pruned filters
+    kept_norm_median: tuple[float | None, ...]  # ... and of previously kept ones
     exact_macs: int
     exact_params: int
     paper_macs: float
@@ -70,6 +74,7 @@ class EpochSnapshot:
             "total_epochs": self.total_epochs,
             "lr": self.lr,
             "prune_ratio": self.prune_ratio,
+            "realised_ratio": self.realised_ratio,
             "masks_updated": self.masks_updated,
             "train_loss": self.train_loss,
             "train_acc": self.train_acc,
@@ -79,6 +84,12 @@ class EpochSnapshot:
             "revived": dict(zip(self.layer_names, self.revived)),
             "pruned_total": int(sum(self.pruned)),
             "revived_total": int(sum(self.revived)),
+            "dead": dict(zip(self.layer_names, self.dead)),
+            "dead_total": int(sum(self.dead)),
+            "pruned_norm_median": dict(zip(self.layer_names, self.pruned_norm_median)),
+            "kept_norm_median": dict(zip(self.layer_names, self.kept_norm_median)),
+            "acc_gap": (None if self.test_acc_unmasked is None or self.test_acc_masked is None
+                        else self.test_acc_unmasked - self.test_acc_masked),
             "exact_macs": self.exact_macs,
             "exact_params": self.exact_params,
             "paper_macs": self.paper_macs,

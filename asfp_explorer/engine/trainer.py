@@ -34,18 +34,23 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ConfigError, RunConfig
-from ..data import Dataset, DeviceLoader, load_dataset
+from ..data import Dataset, load_dataset, make_loader
 from ..flops import MacCounter, fvcore_conv_macs
 from ..models import build_model, prunable_layers
-from ..models.trace_lock import running_models
 from ..pruning.algorithm import FilterPruning
+from ..pruning.batchnorm import batchnorms_after, recalibrate
 from ..pruning.criteria import lp_norms
+from ..schedules import prune_ratio_at, pruned_count
+from ..store.files import atomic_torch_save
+from . import distributed
 from .events import EpochSnapshot, Event, EventKind, Observer, frozen, readonly
 
 # Fields a running run accepts at an epoch boundary; everything else fixes the run's identity.
 CHANGEABLE = {
-    "pruning": {"method", "prune_ratio", "d", "interval", "criterion", "fpgm_norm_share"},
-    "training": {"epochs"},
+    "pruning": {"method", "prune_ratio", "d", "interval", "criterion", "fpgm_norm_share",
+                "adaptive_bn_batches"},
+    # lr is the base rate: from the change on, epochs train at lr x lr_gamma^(decays reached).
+    "training": {"epochs", "lr"},
 }
 
 
@@ -71,10 +76,26 @@ def resolve_device(name: str) -> torch.device:
 
 
 def lr_at(config: RunConfig, epoch_index: int) -> float:
-    """Learning rate for the epoch that starts after `epoch_index` completed epochs."""
+    """Learning rate for the epoch that starts after `epoch_index` completed epochs.
+
+    lr x lr_gamma^(decays), decays = milestones passed, but never fewer than
+    `lr_decays_reached` (a change of the epochs during a run does not raise the rate again).
+    The first epoch (index 0) runs at `first_epoch_lr`; by default lr / 10 for resnet110
+    (spec §8; the authors' script: 0.01, x10 after epoch 0) and lr for every other model.
+    """
     t = config.training
-    steps = sum(epoch_index >= m for m in t.milestone_epochs())
-    return t.lr * t.lr_gamma ** steps
+    if epoch_index == 0:
+        if t.first_epoch_lr is not None:
+            return t.first_epoch_lr
+        if config.model.name == "resnet110":
+            return t.lr / 10
+    return t.lr * t.lr_gamma ** lr_decays(config, epoch_index)
+
+
+def lr_decays(config: RunConfig, epoch_index: int) -> int:
+    """How many times the rate has been multiplied by lr_gamma in epoch `epoch_index`."""
+    t = config.training
+    return max(t.lr_decays_reached, sum(epoch_index >= m for m in t.milestone_epochs()))
 
 
 class Trainer:
@@ -97,6 +118,9 @@ class Trainer:
     ):
         self.config = config
         self.device = resolve_device(config.training.device)
+        self.dist = distributed.current()  # torchrun: this rank's share of the work
+        if self.dist is not None:
+            self.device = self.dist.device(config.training.device)
         self.observers: list[Observer] = list(observers)
         self.observer_errors: list[str] = []
         self.control = control or Control()
@@ -106,21 +130,39 @@ class Trainer:
         self.data = data.to(self.device)
         self.model = (model if model is not None else build_model(
             config.model.name, data.num_classes, data.input_size[0])).to(self.device)
+        if model is None and config.model.weights:  # the "pretrained" variant (spec §8)
+            from ..models.weights import load_weights
+
+            load_weights(self.model, config.model.weights)
         self.convs = prunable_layers(self.model, data.input_size)
         self.layer_names = tuple(self.convs)
         self.layer_sizes = tuple(c.out_channels for c in self.convs.values())
-        self.pruning = FilterPruning(self.convs, config.pruning, config.training.epochs)
+        batchnorms = (batchnorms_after(self.model, self.layer_names, data.input_size)
+                      if config.pruning.mask_bn else None)
+        self.pruning = FilterPruning(self.convs, config.pruning, config.training.epochs, batchnorms)
+        # Speed options beyond the paper's recipe (all off by default; see TrainingConfig).
+        t = config.training
+        self._bf16 = t.precision == "bf16"
+        self._memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
+        if t.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self._train_forward = torch.compile(self.model) if t.compile else self.model
+        if self.dist is not None:
+            self._train_forward = self.dist.wrap(self.model, self.device, t.sync_batchnorm)
         t = config.training
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=t.lr, momentum=t.momentum,
                                          nesterov=t.nesterov and t.momentum > 0,
                                          weight_decay=t.weight_decay)
-        augment = config.data.augment and data.name != "digits"
-        self.train_loader = DeviceLoader(self.data, "train", config.data.batch_size, True,
-                                         augment, seed=t.seed)
-        self.test_loader = DeviceLoader(self.data, "test", max(config.data.batch_size, 256),
-                                        False, False)
+        augment = self._augment = config.data.augment and data.name != "digits"
+        # DeviceLoader for device-resident data; imagefolder streams from disk (DataLoader).
+        self.train_loader = make_loader(self.data, "train", config.data.batch_size, True,
+                                        augment, seed=t.seed)
+        self.test_loader = make_loader(self.data, "test", max(config.data.batch_size, 256),
+                                       False, False)
+        if self.dist is not None:
+            self.train_loader.shard(self.dist.rank, self.dist.world)
         self.macs = MacCounter(self.model, data.input_size)
-        # Both trace the model; models/trace_lock.py keeps other runs' training out meanwhile.
+        # Both trace the model, here before training; a trace never reaches other threads.
         self.fvcore_dense_macs = fvcore_conv_macs(self.model, data.input_size)
         self.epoch = 0  # epochs completed
         self.status = "created"
@@ -136,7 +178,9 @@ class Trainer:
         for obs in list(self.observers):
             try:
                 obs(event)
-            except Exception as e:  # an observer must never stop training
+            except Exception as e:  # a watching observer must never stop training ...
+                if getattr(obs, "essential", False):
+                    raise  # ... but one that keeps the record (essential = True) ends the run
                 name = getattr(obs, "__name__", type(obs).__name__)
                 msg = f"observer {name} raised {type(e).__name__}: {e}; it was detached"
                 self.observer_errors.append(msg)
@@ -154,6 +198,7 @@ class Trainer:
                 self._initial_masks()
             else:
                 self._emit(EventKind.RUN_START, self._run_start_data(resumed=True))
+                self._apply_changes()  # given with the resume: before the epoch count is tested
             while self.epoch < self.config.training.epochs:
                 if not self.control.at_boundary(self.epoch):
                     self.status = "stopped"
@@ -211,6 +256,9 @@ class Trainer:
         t0 = time.perf_counter()
         watch = _Stopwatch(self.device)
         norms = self.pruning.update_masks(0)
+        if self.dist is not None:
+            self.dist.check_masks(self.pruning.masks, 0)
+        self._adapt_batchnorm()
         watch.stop()
         acc = self._evaluate()
         prev = {n: torch.ones_like(m) for n, m in self.pruning.masks.items()}
@@ -222,14 +270,20 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         loss_sum, correct = self._iterations()
+        if self.dist is not None:
+            loss_sum, correct = self.dist.sum(loss_sum, correct)
         self.epoch += 1
         update = self.pruning.is_update_epoch(self.epoch)
         prev = dict(self.pruning.masks)
         acc_unmasked = watch = None
         if update:
-            acc_unmasked = self._evaluate()
+            if self.config.training.eval_unmasked:
+                acc_unmasked = self._evaluate()
             watch = _Stopwatch(self.device)
             norms = self.pruning.update_masks(self.epoch)
+            if self.dist is not None:
+                self.dist.check_masks(self.pruning.masks, self.epoch)
+            self._adapt_batchnorm()
             watch.stop()
         else:
             norms = {n: lp_norms(c.weight, 2) for n, c in self.convs.items()}
@@ -239,33 +293,51 @@ class Trainer:
 
     def _iterations(self) -> tuple[torch.Tensor, torch.Tensor]:
         """One pass over the training set; (loss sum, correct count) stay on the device."""
-        model, opt = self.model, self.optimizer
-        model.train()
+        model, opt = self._train_forward, self.optimizer
+        self.model.train()
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
-        with running_models():  # no fx trace elsewhere in the process meanwhile
-            for x, y in self.train_loader:
-                out = model(x)
+        for x, y in self.train_loader:
+            with self._autocast():
+                out = model(x.contiguous(memory_format=self._memory_format))
                 loss = F.cross_entropy(out, y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                self.pruning.before_step()
-                opt.step()
-                self.pruning.after_step()
-                loss_sum += loss.detach() * y.shape[0]
-                correct += (out.detach().argmax(1) == y).sum()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.pruning.before_step()
+            opt.step()
+            self.pruning.after_step()
+            loss_sum += loss.detach() * y.shape[0]
+            correct += (out.detach().argmax(1) == y).sum()
         return loss_sum, correct
+
+    def _adapt_batchnorm(self) -> None:
+        """Remedy `adaptive_bn_batches` (off by default): fresh BN statistics for the masks.
+
+        The batches come from a loader with its own generator, seeded by run seed and epoch,
+        so the training batches (and a resumed run) are exactly those of a run without it.
+        """
+        n = self.config.pruning.adaptive_bn_batches
+        if n:
+            loader = make_loader(self.data, "train", self.config.data.batch_size, True,
+                                 self._augment,
+                                 seed=self.config.training.seed * 100_003 + self.epoch + 1)
+            recalibrate(self.model, loader, n)
 
     @torch.no_grad()
     def _evaluate(self) -> torch.Tensor:
         """Correct test predictions, as a device tensor (no sync)."""
         self.model.eval()
         correct = torch.zeros((), device=self.device, dtype=torch.long)
-        with running_models():
-            for x, y in self.test_loader:
-                correct += (self.model(x).argmax(1) == y).sum()
+        for x, y in self.test_loader:
+            with self._autocast():
+                out = self.model(x.contiguous(memory_format=self._memory_format))
+            correct += (out.argmax(1) == y).sum()
         self.model.train()
         return correct
+
+    def _autocast(self):
+        """bfloat16 autocast when `training.precision` is bf16; a no-op context otherwise."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self._bf16)
 
     def _finish_epoch(self, loss_sum, correct, acc_unmasked, acc, norms, prev, update, t0,
                       watch: "_Stopwatch | None") -> bool:
@@ -280,7 +352,8 @@ class Trainer:
         ]
         revived = torch.stack([(~prev[n] & masks[n]).sum() for n in names]).float()
         packed = torch.cat(scalars + [revived] + [norms[n].float() for n in names]
-                           + [masks[n].float() for n in names])
+                           + [masks[n].float() for n in names]
+                           + [prev[n].float() for n in names])
         host = packed.cpu().numpy()  # sync: the one device-to-host copy per epoch
         prune_s = watch.seconds() if watch is not None else 0.0
         seconds = time.perf_counter() - t0
@@ -293,25 +366,45 @@ class Trainer:
         norms_h = tuple(readonly(host[base + offs[i]: base + offs[i + 1]]) for i in range(k))
         base += offs[-1]
         masks_h = tuple(readonly(host[base + offs[i]: base + offs[i + 1]] > 0.5) for i in range(k))
-        kept = {n: self.layer_sizes[i] - self.pruning.pruned_counts[n] for i, n in enumerate(names)}
+        base += offs[-1]
+        prev_h = tuple(host[base + offs[i]: base + offs[i + 1]] > 0.5 for i in range(k))
+        diag = _diagnostics(norms_h, prev_h)
+        # What the masks hold, which can differ from the schedule (hard mode after a lowered
+        # ratio, epochs between updates with interval > 1).
+        pruned = tuple(int((~m).sum()) for m in masks_h)
+        kept = {n: self.layer_sizes[i] - pruned[i] for i, n in enumerate(names)}
+        scheduled = self.pruning.prune_ratio(self.epoch)
+        realised = sum(pruned) / sum(self.layer_sizes)
+        # Paper convention: the scheduled (fractional) ratio when the masks hold exactly its
+        # counts, as in the published tables; otherwise the ratio the masks realise.
+        on_schedule = all(p == pruned_count(self.layer_sizes[i], scheduled) for i, p in enumerate(pruned))
+        paper_ratio = scheduled if on_schedule else realised
+        # Between mask updates a soft-pruned model is not masked: its accuracy is unmasked.
+        is_masked = update or self.config.pruning.mode == "hard"
+        if not is_masked:
+            unmasked, acc_unmasked = masked, acc
         snap = EpochSnapshot(
             epoch=self.epoch,
             total_epochs=self.config.training.epochs,
             lr=lr_at(self.config, max(self.epoch - 1, 0)),
-            prune_ratio=self.pruning.prune_ratio(self.epoch),
+            prune_ratio=scheduled,
+            realised_ratio=realised,
             masks_updated=update,
             train_loss=None if loss_sum is None else float(loss / n_train),
             train_acc=None if correct is None else float(tcorrect / n_train),
             test_acc_unmasked=None if acc_unmasked is None else float(unmasked / n_test),
-            test_acc_masked=float(masked / n_test),
+            test_acc_masked=float(masked / n_test) if is_masked else None,
             layer_names=names,
             norms=norms_h,
             masks=masks_h,
-            pruned=tuple(self.pruning.pruned_counts[n] for n in names),
+            pruned=pruned,
             revived=tuple(int(r) for r in revived_h),
+            dead=diag["dead"],
+            pruned_norm_median=diag["pruned_norm_median"],
+            kept_norm_median=diag["kept_norm_median"],
             exact_macs=self.macs.exact_macs(kept),
             exact_params=self.macs.exact_params(kept),
-            paper_macs=float(self.macs.paper_macs(self.pruning.prune_ratio(self.epoch))),
+            paper_macs=float(self.macs.paper_macs(paper_ratio)),
             epoch_seconds=seconds,
             prune_seconds=float(prune_s),
         )
@@ -326,7 +419,8 @@ class Trainer:
             self._emit(EventKind.EVALUATED, frozen({"masked": False, "test_acc": snap.test_acc_unmasked}))
         if update:
             self._emit(EventKind.MASKS_UPDATED, snap)
-        self._emit(EventKind.EVALUATED, frozen({"masked": update, "test_acc": snap.test_acc_masked}))
+        if is_masked:
+            self._emit(EventKind.EVALUATED, frozen({"masked": True, "test_acc": snap.test_acc_masked}))
         self._emit(EventKind.EPOCH_END, snap)
         # After the recorder has written the epoch: a crash in between leaves metrics one
         # epoch ahead of the checkpoint, and resuming drops that line and recomputes it.
@@ -371,8 +465,6 @@ class Trainer:
         return state
 
     def save_checkpoint(self, path: str | Path) -> None:
-        from ..store import atomic_torch_save
-
         atomic_torch_save(self.checkpoint_state(), Path(path))
 
     def load_checkpoint_state(self, state: Mapping[str, Any]) -> None:
@@ -404,7 +496,40 @@ def validate_changes(config: RunConfig, changes: Mapping[str, Mapping[str, Any]]
     if new.training.epochs <= epochs_completed:
         raise ConfigError(f"training.epochs: {new.training.epochs} is not allowed; "
                           f"{epochs_completed} epochs are already done, expected more")
+    if new.training.epochs != config.training.epochs:
+        # A new T moves every milestone and stretches the schedule. What has happened stays
+        # (docs/schedules.md): learning-rate decays already applied to a trained epoch are not
+        # undone, and the prune ratio the schedule has reached (under the new pruning settings,
+        # the old T) is a floor. Both are recorded in the config the change event carries.
+        decays = lr_decays(config, epochs_completed - 1) if epochs_completed else 0
+        p = new.pruning
+        reached = prune_ratio_at(p.schedule, epochs_completed, config.training.epochs,
+                                 p.prune_ratio, p.d, p.ratio_reached)
+        new = new.with_changes(training={"lr_decays_reached": decays},
+                               pruning={"ratio_reached": reached})
+    p = new.pruning
+    try:  # refuse here what the schedule cannot compute, rather than fail the running run
+        prune_ratio_at(p.schedule, epochs_completed, new.training.epochs, p.prune_ratio, p.d)
+    except ValueError as e:
+        raise ConfigError(str(e).splitlines()[0]) from None
     return new
+
+
+def _diagnostics(norms: tuple[np.ndarray, ...], prev: tuple[np.ndarray, ...]) -> dict[str, tuple]:
+    """Per-layer mechanism diagnostics (host side, from the epoch's one copy).
+
+    `norms`: l2 filter norms just before this epoch's re-mask; `prev`: the previous masks.
+    dead: filters the previous mask pruned that are still exactly zero (they got no gradient
+    at all); pruned/kept_norm_median: median norm of the previously pruned / kept filters (a
+    pruned median far above the kept one is the BN kick).
+    """
+    dead, pruned_med, kept_med = [], [], []
+    for n, keep in zip(norms, prev):
+        dead.append(int(((~keep) & (n == 0)).sum()))
+        pruned_med.append(float(np.median(n[~keep])) if (~keep).any() else None)
+        kept_med.append(float(np.median(n[keep])) if keep.any() else None)
+    return {"dead": tuple(dead), "pruned_norm_median": tuple(pruned_med),
+            "kept_norm_median": tuple(kept_med)}
 
 
 class _Stopwatch:

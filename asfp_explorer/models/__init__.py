@@ -1,4 +1,4 @@
-"""Model registry and the prunable-layer rule.
+"""Model builders (built-in, registered, or `package.module:factory`) and the prunable-layer rule.
 
 A model says which of its convs are prunable (spec §3) through a method
 `prunable_conv_names() -> list[str]`, so pruning code never counts parameter indices. A user's
@@ -7,40 +7,51 @@ own model without that method is traced with torch.fx instead (models/tracing.py
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable, Sequence
 
 from torch import nn
 
+from .. import model_registry
 from .cifar_resnet import CifarResNet
 from .torchvision_resnets import SPECS as TORCHVISION_DEPTHS
 from .torchvision_resnets import TorchvisionResNet
 
-# name -> builder(num_classes, in_channels)
-_REGISTRY: dict[str, Callable[[int, int], nn.Module]] = {
-    f"resnet{d}": (lambda d: lambda num_classes, in_channels: CifarResNet(d, num_classes, in_channels))(d)
-    for d in (20, 32, 56, 110)
+# Built-in name -> builder(num_classes, in_channels); model_registry.py holds the names (no torch).
+_BUILT_IN: dict[str, Callable[[int, int], nn.Module]] = {
+    **{f"resnet{d}": partial(CifarResNet, d) for d in (20, 32, 56, 110)},
+    **{f"resnet{d}": partial(TorchvisionResNet, d) for d in TORCHVISION_DEPTHS},
 }
-_REGISTRY.update({
-    f"resnet{d}": (lambda d: lambda num_classes, in_channels: TorchvisionResNet(d, num_classes, in_channels))(d)
-    for d in TORCHVISION_DEPTHS
-})
 
 
 def model_names() -> list[str]:
-    """Names accepted by `build_model`."""
-    return sorted(_REGISTRY)
+    """Plain names accepted by `build_model`: the built-ins, then those added by
+    `register_model` (a `package.module:factory` reference is accepted too)."""
+    return list(model_registry.names())
 
 
 def register_model(name: str, builder: Callable[[int, int], nn.Module]) -> None:
-    """Add a model builder `(num_classes, in_channels) -> nn.Module` under `name`."""
-    _REGISTRY[name] = builder
+    """Add a model builder `(num_classes, in_channels) -> nn.Module` under `name`.
+
+    The name then works in this process wherever a model name does: `RunConfig`, the
+    dashboard's model menu, train, study, export and resume. For the command line and YAML
+    files (a fresh process), name the builder as `package.module:factory` instead.
+    """
+    model_registry.register(name, builder)
 
 
 def build_model(name: str, num_classes: int = 10, in_channels: int = 3) -> nn.Module:
-    """A freshly initialised model from the registry."""
-    if name not in _REGISTRY:
-        raise ValueError(f"model: unknown {name!r}; allowed: {', '.join(model_names())}")
-    return _REGISTRY[name](num_classes, in_channels)
+    """A freshly initialised model: built-in, registered, or a `package.module:factory`."""
+    builder = _BUILT_IN.get(name) or model_registry.registered_builder(name)
+    if builder is None:
+        if not model_registry.is_reference(name):
+            model_registry.check(name)  # raises the one-line ConfigError naming what is allowed
+        builder = model_registry.resolve_reference(name)
+    model = builder(num_classes, in_channels)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model {name!r}: the builder returned {type(model).__name__}, "
+                        "not an nn.Module")
+    return model
 
 
 def prunable_layers(model: nn.Module, input_size: Sequence[int] | None = None) -> dict[str, nn.Conv2d]:

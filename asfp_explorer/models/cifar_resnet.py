@@ -68,9 +68,14 @@ class CifarResNet(nn.Module):
             stages.append(nn.Sequential(*blocks))
         self.layer1, self.layer2, self.layer3 = stages
         self.fc = nn.Linear(STAGE_WIDTHS[-1], num_classes)
+        # As the authors' CIFAR code: convs N(0, 2/(k*k*C_out)) (fan-out), BN gamma 1 and
+        # beta 0 (PyTorch's default), classifier weights He-normal (fan-in) and bias 0.
         for m in self.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.Linear):
                 nn.init.kaiming_normal_(m.weight)
+                nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.bn1(self.conv1(x)))

@@ -5,8 +5,10 @@ One analysis serves three clients, so they can never disagree:
 - `flops.MacCounter` (exact and paper-convention MACs from kept-filter counts),
 - `export.compact` (the physically smaller model).
 
-The model is traced with `torch.fx.symbolic_trace`; one shape probe runs it on the meta device
-(no arithmetic, no data copied, BN statistics untouched). A pruned conv's output is followed
+The model is traced by torch.fx (`trace`: a tracer whose process-wide patches reach only its
+own thread, so training and user code on other threads never see a trace); one shape probe
+runs it on the meta device (no arithmetic, no data copied, BN statistics untouched), once per
+architecture (`probe_shapes` keeps its answers). A pruned conv's output is followed
 forward as a *packed* tensor: only kept channels are computed; each pruned channel is a known
 per-channel constant (0 out of the conv, then whatever BN and activations make of it).
 A packed tensor passes unchanged in kind through
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import copy
 import operator
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
@@ -38,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from .trace_lock import tracing
+from .inplace import InplaceAwareProxy, resolve_inplace
 
 # Kinds of graph nodes, as seen by a packed tensor flowing into them.
 CONV = "conv"  # nn.Conv2d call
@@ -80,6 +83,11 @@ SPATIAL_FUNCTIONS = frozenset({
     operator.getitem,
 })
 RESHAPES = frozenset({"view", "reshape", "flatten", "permute", "transpose", "squeeze", "unsqueeze"})
+
+
+# The shape probe's batch size: at 1, a (1, C, H, W) parameter added to a conv output has the
+# same shape as a batch and would pass for a residual stream.
+PROBE_BATCH = 2
 
 
 class TraceError(TypeError):
@@ -142,24 +150,76 @@ def meta_copy(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model, memo).eval()
 
 
+class ThreadLocalTracer(fx.Tracer):
+    """An fx tracer whose process-wide patches reach only the thread that traces.
+
+    While `Tracer.trace` runs, fx replaces `nn.Module.__call__` and `nn.Module.__getattr__` for
+    the whole interpreter; their replacements call this tracer's `call_module` and `getattr`.
+    Here those two hand every call from another thread straight back to the originals, so a
+    forward pass elsewhere (a training epoch, a user's cell, a benchmark) runs exactly the code
+    it runs without a trace. `autowrap_modules=()`: fx would otherwise also patch `math`
+    functions into the globals of every module whose forward runs meanwhile, including other
+    threads' (a model that calls `math` on traced values is then refused in one line).
+    """
+
+    def __init__(self) -> None:
+        super().__init__(autowrap_modules=(), autowrap_functions=())
+        self._thread = threading.get_ident()
+
+    def call_module(self, m: nn.Module, forward: Any, args: tuple, kwargs: dict) -> Any:
+        if threading.get_ident() != self._thread:
+            return forward(*args, **kwargs)  # the original Module.__call__, untraced
+        return super().call_module(m, forward, args, kwargs)
+
+    def getattr(self, attr: str, attr_val: Any, parameter_proxy_cache: dict) -> Any:
+        if threading.get_ident() != self._thread:
+            return attr_val
+        return super().getattr(attr, attr_val, parameter_proxy_cache)
+
+    def proxy(self, node: fx.Node) -> fx.Proxy:
+        # `x += y` recorded as in-place (fx's own Proxy records a new `x + y`): see inplace.py
+        return InplaceAwareProxy(node, self)
+
+
+# Taken by tracers only, never by a forward pass: fx's patches nest, so two traces on two
+# threads at once would each see the other's patch (and undo it in the wrong order).
+_TRACERS = threading.RLock()
+
+
 def trace(model: nn.Module) -> fx.GraphModule:
-    """`torch.fx.symbolic_trace(model)` with a one-line error naming what failed."""
+    """`torch.fx.symbolic_trace(model)` through `ThreadLocalTracer`, with a one-line error.
+
+    Safe beside forward passes on other threads: they never see the trace (see the class).
+    """
     try:
-        with tracing():
-            return fx.symbolic_trace(model)
+        with _TRACERS:
+            tracer = ThreadLocalTracer()
+            graph = tracer.trace(model)
+        gm = fx.GraphModule(tracer.root, graph, type(model).__name__)
     except Exception as e:  # fx raises many kinds (TraceError, TypeError, NotImplementedError...)
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise TraceError(
             f"{type(model).__name__} is not traceable by torch.fx ({type(e).__name__}: {first}); "
             "define prunable_conv_names() by hand (see docs/custom_models.md)"
         ) from None
+    problems = resolve_inplace(gm)  # later readers of overwritten tensors read the new values
+    if problems:
+        raise TraceError(f"{type(model).__name__}: {problems[0]}; the channel flow cannot follow "
+                         "values changed behind another name (write `x = x + y` instead of `x += y`)")
+    return gm
 
 
 def probe_shapes(gm: fx.GraphModule, input_shape: Sequence[int]) -> dict[str, tuple[int, ...]]:
     """Output shape of every tensor-valued node, from one run on the meta device.
 
-    `gm` must be a trace of a `meta_copy`; `input_shape` is the full (N, C, H, W).
+    `gm` must be a trace of a `meta_copy`; `input_shape` is the full (N, C, H, W). Answers are
+    kept per architecture (`_probe_key`): the live fvcore count compacts the same architecture
+    for every new set of kept counts, and the probe is half of that work.
     """
+    key = _probe_key(gm, input_shape)
+    with _PROBES_LOCK:
+        if key in _PROBES:
+            return dict(_PROBES[key])
     shapes: dict[str, tuple[int, ...]] = {}
 
     class _Probe(fx.Interpreter):
@@ -178,7 +238,25 @@ def probe_shapes(gm: fx.GraphModule, input_shape: Sequence[int]) -> dict[str, tu
             f"shape probe with input {tuple(input_shape)} failed ({type(e).__name__}: {first}); "
             "pass the input size (C, H, W) the model expects"
         ) from None
+    with _PROBES_LOCK:
+        if len(_PROBES) >= 64:  # a handful of architectures per process; bound it anyway
+            _PROBES.pop(next(iter(_PROBES)))
+        _PROBES[key] = dict(shapes)
     return shapes
+
+
+_PROBES: dict[tuple, dict[str, tuple[int, ...]]] = {}
+_PROBES_LOCK = threading.Lock()
+
+
+def _probe_key(gm: fx.GraphModule, input_shape: Sequence[int]) -> tuple:
+    """What the probe's answer depends on: the graph's code, the definition of every module it
+    calls (type and repr: kind and arguments) and every parameter's and buffer's shape and dtype."""
+    modules = tuple((n.target, type(gm.get_submodule(n.target)).__qualname__,
+                     repr(gm.get_submodule(n.target))) for n in gm.graph.nodes if n.op == "call_module")
+    tensors = tuple((name, tuple(t.shape), t.dtype) for name, t in
+                    list(gm.named_parameters()) + list(gm.named_buffers()))
+    return gm.code, modules, tensors, tuple(int(s) for s in input_shape)
 
 
 def guess_input_size(model: nn.Module, side: int = 32) -> tuple[int, int, int]:
@@ -272,9 +350,11 @@ def classify(node: fx.Node, modules: dict[str, nn.Module], shapes: dict[str, tup
                 and any(_is_number(a) for a in node.args) and not node.kwargs:
             return Op(POINTWISE, nodes, text)
         if target in ADD_FUNCTIONS and len(nodes) == 2 and len(node.args) == 2 and not node.kwargs:
-            if shapes.get(nodes[0].name) == shapes.get(nodes[1].name) is not None:
-                return Op(ADD, nodes, text)
-            return Op(OTHER, nodes, f"{text} with broadcasting")
+            if shapes.get(nodes[0].name) != shapes.get(nodes[1].name) or nodes[0].name not in shapes:
+                return Op(OTHER, nodes, f"{text} with broadcasting")
+            if any(n.op == "get_attr" for n in nodes):  # a parameter or buffer is no residual stream
+                return Op(OTHER, nodes, f"{text} of a parameter or buffer")
+            return Op(ADD, nodes, text)
         if target is torch.cat:
             dim = _arg(node, 1, "dim", 0)
             ndim = len(shapes.get(node.name, ()))
@@ -304,9 +384,11 @@ def classify(node: fx.Node, modules: dict[str, nn.Module], shapes: dict[str, tup
                 and not node.kwargs:
             return Op(POINTWISE, nodes, text)
         if target in ADD_METHODS and len(nodes) == 2 and len(node.args) == 2 and not node.kwargs:
-            if shapes.get(nodes[0].name) == shapes.get(nodes[1].name) is not None:
-                return Op(ADD, nodes, text)
-            return Op(OTHER, nodes, f"{text} with broadcasting")
+            if shapes.get(nodes[0].name) != shapes.get(nodes[1].name) or nodes[0].name not in shapes:
+                return Op(OTHER, nodes, f"{text} with broadcasting")
+            if any(n.op == "get_attr" for n in nodes):
+                return Op(OTHER, nodes, f"{text} of a parameter or buffer")
+            return Op(ADD, nodes, text)
         return Op(OTHER, nodes, text)
     return Op(OTHER, nodes, text)
 
@@ -329,7 +411,7 @@ def analyse(model: nn.Module, input_size: Sequence[int], sources: Iterable[str] 
     `input_size` is (C, H, W). The model itself is neither run nor changed.
     """
     gm = trace(meta_copy(model))
-    shapes = probe_shapes(gm, (1, *input_size))
+    shapes = probe_shapes(gm, (PROBE_BATCH, *input_size))
     return follow(gm, shapes, sources)
 
 

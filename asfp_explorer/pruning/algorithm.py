@@ -13,15 +13,20 @@ from torch import nn
 
 from ..config import PruningConfig
 from ..schedules import prune_ratio_at, pruned_count
+from .batchnorm import zero_pruned_channels
 from .criteria import lp_norms
 from .masks import apply_masks, select_mask
+from .widths import layer_ratio
 
 
 class FilterPruning:
     """Owns the masks of the prunable convs and applies the configured pruning to them."""
 
-    def __init__(self, convs: dict[str, nn.Conv2d], config: PruningConfig, total_epochs: int):
+    def __init__(self, convs: dict[str, nn.Conv2d], config: PruningConfig, total_epochs: int,
+                 batchnorms: dict[str, nn.Module] | None = None):
         self.convs = convs
+        # mask_bn only: the BN that reads each conv (its gamma/beta are zeroed with the filter).
+        self.batchnorms = batchnorms or {}
         self.config = config
         self.total_epochs = total_epochs
         device = next(iter(convs.values())).weight.device
@@ -33,9 +38,11 @@ class FilterPruning:
         self.pruned_counts: dict[str, int] = {n: 0 for n in convs}
 
     def prune_ratio(self, epochs_completed: int) -> float:
-        """Scheduled ratio after `epochs_completed` epochs."""
+        """Scheduled ratio after `epochs_completed` epochs (never below `ratio_reached`, the
+        ratio reached before a change of the epochs during the run)."""
         c = self.config
-        return prune_ratio_at(c.schedule, epochs_completed, self.total_epochs, c.prune_ratio, c.d)
+        return prune_ratio_at(c.schedule, epochs_completed, self.total_epochs, c.prune_ratio, c.d,
+                              c.ratio_reached)
 
     def is_update_epoch(self, epochs_completed: int) -> bool:
         """Masks are recomputed at e = 0, every `interval` epochs, and always after the last."""
@@ -51,9 +58,11 @@ class FilterPruning:
         norms = {}
         for name, conv in self.convs.items():
             norms[name] = lp_norms(conv.weight, 2)
+            # width_multiple > 1 (beyond the paper): this layer's count rounded, as a ratio
+            layer = layer_ratio(conv.out_channels, ratio, self.config.width_multiple)
             mask = select_mask(
                 conv.weight,
-                ratio,
+                layer,
                 self.config.criterion,
                 self.config.fpgm_norm_share,
                 always_pruned=~self.masks[name] if hard else None,
@@ -61,9 +70,11 @@ class FilterPruning:
             )
             self.masks[name] = mask
             self.pruned_counts[name] = max(
-                pruned_count(conv.out_channels, ratio), self.pruned_counts[name] if hard else 0
+                pruned_count(conv.out_channels, layer), self.pruned_counts[name] if hard else 0
             )
         apply_masks(self.convs, self.masks)
+        if self.config.mask_bn:
+            zero_pruned_channels(self.batchnorms, self.masks)
         return norms
 
     @torch.no_grad()
@@ -80,6 +91,8 @@ class FilterPruning:
         """Hard mode: pruned weights back to exactly zero (weight decay, momentum leftovers)."""
         if self.config.mode == "hard":
             apply_masks(self.convs, self.masks)
+            if self.config.mask_bn:
+                zero_pruned_channels(self.batchnorms, self.masks)
 
     def _shaped(self, name: str) -> torch.Tensor:
         return self.masks[name].to(self.convs[name].weight.dtype).view(-1, 1, 1, 1)

@@ -1,31 +1,22 @@
-"""fvcore's MAC count of the compact model, computed off the training thread, in a process.
+"""fvcore's MAC count of the compact model, computed on a thread beside training.
 
 The count depends only on the architecture and on how many filters each layer keeps (which
 filters does not change any conv's shape), so a fresh model built from the run's config
 stands in for the trained one: no weights have to leave the training thread. Results are
 cached by the per-layer kept counts; a constant-ratio run therefore traces the model once.
 
-Why a separate process: `export.compact` and `flops.MacCounter` trace with torch.fx, and fx
-tracing patches `torch.nn.Module.__call__` for the whole interpreter while it runs. In this
-process, the trace lock (models/trace_lock.py) would make each count wait for the epoch in
-progress and hold the next one up; in a process of its own it costs training nothing. The process is `python -m` this module,
-started on first use and shared by every dashboard of the kernel (not `multiprocessing`:
-spawn would re-run a user's unguarded `__main__`, fork would copy a threaded, OpenMP-using
-process). It has its own session, so interrupting the kernel does not kill it, and it exits
-when the kernel closes its pipe.
+Why a thread is safe: `export.compact` traces with torch.fx through
+`models.tracing.ThreadLocalTracer`, whose process-wide patches hand every other thread's
+module calls straight to the originals, and fvcore's torch.jit trace keeps its state per
+thread (`flops.fvcore_conv_macs`, which also keeps fvcore from swapping warning filters).
+Training therefore holds no lock and never waits for a count.
 
 Unit: MACs, multiply-accumulates of conv layers (fvcore: one fused multiply-add = 1).
 """
 
 from __future__ import annotations
 
-import atexit
-import os
-import pickle
-import subprocess
-import sys
 import threading
-import warnings
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any, Callable, Mapping, Sequence
 
@@ -35,12 +26,10 @@ Masks = Sequence[np.ndarray]  # per prunable layer, bool per filter, True = kept
 Count = Callable[[Mapping[str, Any], Mapping[str, Any], Masks], int]
 
 
-# ------------------------------------------------------------------ the work (in the process)
-
 def compact_conv_macs(config: Mapping[str, Any], info: Mapping[str, Any], masks: Masks) -> int:
     """fvcore conv MACs of the compact model that `masks` leave (equals the exact count).
 
-    Traces with torch.fx: call it where no other thread runs a model (`count_in_process`).
+    Safe on any thread, beside training (see the module docstring).
     """
     import torch
 
@@ -53,135 +42,29 @@ def compact_conv_macs(config: Mapping[str, Any], info: Mapping[str, Any], masks:
     model.eval()
     named = {n: torch.tensor(np.asarray(m, dtype=bool)) for n, m in
              zip(info["layer_names"], masks)}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # fvcore and tracing warn on every call
-        small = compact(model, named, input_size)
-        return int(fvcore_conv_macs(small, input_size))
+    small = compact(model, named, input_size)
+    return int(fvcore_conv_macs(small, input_size))
 
 
-def build_mac_counter(model_name: str, input_size: tuple[int, int, int], num_classes: int):
-    """A `flops.MacCounter` for a registry model (traces with torch.fx)."""
-    from ..flops import MacCounter
-    from ..models import build_model
-
-    return MacCounter(build_model(model_name, num_classes, input_size[0]), input_size)
-
-
-def _ready() -> bool:
-    """Answers once the worker has imported what a count needs."""
-    from .. import export, flops  # noqa: F401
-
-    return True
-
-
-JOBS: dict[str, Callable[..., Any]] = {"compact_conv_macs": compact_conv_macs,
-                                       "build_mac_counter": build_mac_counter, "ready": _ready}
-
-
-def _serve() -> None:
-    """The worker process: read (job, args) pickles on stdin, answer (ok, value) on stdout."""
-    import torch
-
-    torch.set_num_threads(1)  # leave the cores to training; a count takes a few tenths of a s
-    answers = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)  # anything printed by a library goes to stderr, not into the answers
-    requests = sys.stdin.buffer
-    while True:
-        try:
-            name, args = pickle.load(requests)
-        except EOFError:  # the kernel closed the pipe (or exited)
-            return
-        try:
-            answer = (True, JOBS[name](*args))
-        except Exception as e:
-            text = str(e).strip().splitlines()
-            answer = (False, f"{type(e).__name__}" + (f": {text[0]}" if text else ""))
-        pickle.dump(answer, answers)
-        answers.flush()
-
-
-class WorkerProcess:
-    """One long-lived `python -m asfp_explorer.viz.compact_macs`; `call` blocks until it answers
-    (the waiting thread holds no GIL while it reads the pipe)."""
-
-    def __init__(self) -> None:
-        self._proc: subprocess.Popen | None = None
-        self._lock = threading.Lock()
-
-    def call(self, job: str, *args: Any) -> Any:
-        with self._lock:
-            if self._proc is None or self._proc.poll() is not None:
-                self._proc = self._start()
-            try:
-                pickle.dump((job, args), self._proc.stdin)
-                self._proc.stdin.flush()
-                ok, value = pickle.load(self._proc.stdout)
-            except (OSError, EOFError, pickle.UnpicklingError) as e:
-                self._proc.kill()
-                self._proc = None
-                raise RuntimeError(f"the counting process died ({type(e).__name__})") from None
-        if not ok:
-            raise RuntimeError(value)
-        return value
-
-    @staticmethod
-    def _start() -> subprocess.Popen:
-        env = dict(os.environ)
-        # The same imports as this kernel, even for a source checkout that is not installed.
-        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p and os.path.isdir(p))
-        return subprocess.Popen([sys.executable, "-m", __name__], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, env=env, start_new_session=True)
-
-    def close(self) -> None:
-        with self._lock:
-            if self._proc is not None and self._proc.poll() is None:
-                self._proc.stdin.close()  # the worker sees EOF and exits
-                try:
-                    self._proc.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    self._proc.kill()
-            self._proc = None
-
-    def shutdown(self) -> None:
-        """At interpreter exit: end the worker without taking the lock (a daemon thread may
-        still hold it, waiting on an answer that no longer matters)."""
-        proc = self._proc
-        if proc is None or proc.poll() is not None:
-            return
-        try:
-            proc.stdin.close()
-            proc.wait(timeout=2)
-        except (OSError, ValueError, subprocess.TimeoutExpired):
-            proc.kill()
-            proc.wait()
-
-
-_WORKER = WorkerProcess()
-atexit.register(_WORKER.shutdown)
-_WAITER: ThreadPoolExecutor | None = None  # one thread that waits on the worker's answers
+_WAITER: ThreadPoolExecutor | None = None  # the one thread that counts, shared by dashboards
 _SHARED_LOCK = threading.Lock()
 _COUNTERS: dict[tuple, Any] = {}
 
 
 def warm_up() -> None:
-    """Start the worker process now, in the background (its imports take seconds of CPU that
-    had better not overlap the first epochs)."""
-    def ping() -> None:
-        try:
-            _WORKER.call("ready")
-        except Exception:  # a failed start shows up, with its message, at the first count
-            pass
+    """Import what a count needs now, in the background (seconds of CPU that had better not
+    overlap the first epochs)."""
+    def load() -> None:
+        from .. import export  # noqa: F401
+        from ..flops import _quiet_fvcore
 
-    threading.Thread(target=ping, name="asfp-fvcore-start", daemon=True).start()
+        _quiet_fvcore()
 
-
-def count_in_process(config: Mapping[str, Any], info: Mapping[str, Any], masks: Masks) -> int:
-    """`compact_conv_macs`, run in the worker process."""
-    return _WORKER.call("compact_conv_macs", dict(config), dict(info),
-                        [np.asarray(m, dtype=bool) for m in masks])
+    shared_waiter().submit(load)
 
 
 def shared_waiter() -> ThreadPoolExecutor:
+    """The counting thread (created on first use)."""
     global _WAITER
     with _SHARED_LOCK:
         if _WAITER is None:
@@ -189,25 +72,18 @@ def shared_waiter() -> ThreadPoolExecutor:
         return _WAITER
 
 
-def training_in_this_process() -> bool:
-    """Whether a RunHandle trains in a background thread here (its thread is 'asfp-train')."""
-    return any(t.name == "asfp-train" and t.is_alive() for t in threading.enumerate())
-
-
 def mac_counter(model_name: str, input_size: tuple[int, int, int], num_classes: int):
-    """`build_mac_counter`, cached per kernel. While a run trains in this process the trace
-    happens in the worker process instead (see the module docstring)."""
+    """A `flops.MacCounter` for a registry model, cached per process (one trace each)."""
+    from ..flops import MacCounter
+    from ..models import build_model
+
     key = (model_name, tuple(int(s) for s in input_size), int(num_classes))
     with _SHARED_LOCK:
         if key in _COUNTERS:
             return _COUNTERS[key]
-    if training_in_this_process():
-        counter = _WORKER.call("build_mac_counter", *key)
-    else:
-        counter = build_mac_counter(*key)
+    counter = MacCounter(build_model(model_name, key[2], key[1][0]), key[1])
     with _SHARED_LOCK:
-        _COUNTERS[key] = counter
-    return counter
+        return _COUNTERS.setdefault(key, counter)
 
 
 # ------------------------------------------------------------------ the caller's side
@@ -220,7 +96,7 @@ class CompactMacsWorker:
     """
 
     def __init__(self, config: Mapping[str, Any], info: Mapping[str, Any],
-                 count: Count = count_in_process, executor: Executor | None = None,
+                 count: Count = compact_conv_macs, executor: Executor | None = None,
                  on_result: Callable[[int, int], None] | None = None):
         self.config, self.info, self._count = dict(config), dict(info), count
         self._executor = executor
@@ -288,8 +164,4 @@ class CompactMacsWorker:
             return self._all_done.wait_for(lambda: self._outstanding == 0, timeout)
 
     def close(self) -> None:
-        """Nothing to stop: the shared process stays for the next run (it exits with Python)."""
-
-
-if __name__ == "__main__":
-    _serve()
+        """Nothing to stop: the shared thread stays for the next run."""

@@ -11,7 +11,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import plotly.graph_objects as go
@@ -65,14 +65,16 @@ class Group:
     runs: list[RunData]
     colour: str
 
-    def stack(self, key: str, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(epochs, mean, std) of one metric over the group's runs; epochs that some runs
-        have not reached (stopped early) average over the runs that did."""
+    def stack(self, key: str | Callable[[RunData], np.ndarray], scale: float = 1.0
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(epochs, mean, std) of one metric (a metrics key, or a function of a run giving one
+        value per epoch) over the group's runs; epochs that some runs have not reached
+        (stopped early) average over the runs that did."""
         epochs = sorted({m["epoch"] for r in self.runs for m in r.metrics})
         idx = {e: i for i, e in enumerate(epochs)}
         a = np.full((len(self.runs), len(epochs)), np.nan)
         for j, r in enumerate(self.runs):
-            for m, v in zip(r.metrics, r.column(key)):
+            for m, v in zip(r.metrics, r.column(key) if isinstance(key, str) else key(r)):
                 a[j, idx[m["epoch"]]] = v * scale
         with np.errstate(all="ignore"):
             ok = ~np.all(np.isnan(a), axis=0)
@@ -153,7 +155,7 @@ def compare_figure(runs: Iterable[RunLike], labels: Sequence[str] | None = None)
                                         "Filters revived per epoch",
                                         "Final accuracy vs MAC reduction", ""],
                         specs=[[{}, {}], [{}, {}], [{}, {"type": "table"}]])
-    for i, g in enumerate(groups):
+    for g in groups:
         dense = np.array([float(r.info.get("dense_macs") or np.nan) for r in g.runs])
         x, m, s = g.stack("test_acc_masked", 100)
         _band(fig, g, x, m, s, 1, 1, True, "%")
@@ -273,12 +275,40 @@ def _write(path: str | os.PathLike, text: str) -> Path:
     return p
 
 
+def report_figures(run: RunLike, fvcore_macs: Mapping[int, float] | None = None
+                   ) -> dict[str, go.Figure]:
+    """A report's figures by name: "run" (the dashboard's panels), "layers" (one layer at a
+    time, from a menu) and "diagnostics" (dead filters, BN kick, accuracy gap)."""
+    from .diagnostics import diagnostics_figure
+
+    r = as_run(run)
+    return {"run": dashboard_figure(r, View(fvcore_macs=fvcore_macs or {}))[0],
+            "layers": layer_explorer_figure(r), "diagnostics": diagnostics_figure(r)[0]}
+
+
+def compare_figures(runs: Iterable[RunLike], labels: Sequence[str] | None = None
+                    ) -> dict[str, go.Figure]:
+    """A comparison's figures by name: "compare" and "diagnostics"."""
+    from .diagnostics import compare_diagnostics_figure
+
+    data = [as_run(r) for r in runs]
+    return {"compare": compare_figure(data, labels),
+            "diagnostics": compare_diagnostics_figure(data, labels)}
+
+
+DIAGNOSTICS_NOTE = ("<p style='color:#555'>Dead: filters the previous mask zeroed that are still "
+                    "exactly zero (no gradient reaches them). BN kick: previously pruned filters "
+                    "that came back far larger than the kept ones. Accuracy lost to the mask: "
+                    "test accuracy just before the mask minus just after it. See docs/why.md."
+                    "</p>")
+
+
 def report_html(run: RunLike, path: str | os.PathLike,
                 fvcore_macs: Mapping[int, float] | None = None) -> Path:
     """One run's figures as a self-contained HTML page (inline plotly.js, no server)."""
     r = as_run(run)
     c = r.config
-    fig, _ = dashboard_figure(r, View(fvcore_macs=fvcore_macs or {}))
+    figures = report_figures(r, fvcore_macs)
     head = {
         "status": r.status, "message": r.summary.get("message"),
         "model": c.get("model", {}).get("name"), "data set": c.get("data", {}).get("name"),
@@ -287,7 +317,8 @@ def report_html(run: RunLike, path: str | os.PathLike,
         "target prune ratio": c.get("pruning", {}).get("prune_ratio"),
         "D": c.get("pruning", {}).get("d"), "epochs": c.get("training", {}).get("epochs"),
         "seed": c.get("training", {}).get("seed"), "device": r.info.get("device"),
-        **{k.replace("_", " "): v for k, v in r.summary.items() if k not in ("status", "message")},
+        **{k.replace("_", " "): v for k, v in r.summary.items()
+           if k not in ("status", "message", "config", "changes")},  # both shown above/below
     }
     changes = [e for e in r.events if e.get("event") == "parameters_changed"]
     parts = [f"<h1>ASFP explorer report: {html.escape(r.name)}</h1>", _table(head),
@@ -298,10 +329,10 @@ def report_html(run: RunLike, path: str | os.PathLike,
         parts.append("<h2>Parameter changes during the run</h2><ul>" + "".join(
             f"<li>from epoch {e['epoch'] + 1}: {html.escape(json.dumps(e['changes']))}</li>"
             for e in changes) + "</ul>")
-    figs = [fig, layer_explorer_figure(r)]
-    html_figs = _figures_html(figs)
+    html_figs = _figures_html(list(figures.values()))
     parts += ["<h2>Run</h2>", html_figs[0], "<h2>Layers (choose one in the menu)</h2>",
-              html_figs[1]]
+              html_figs[1], "<h2>Diagnostics: why soft pruning does what it does</h2>",
+              DIAGNOSTICS_NOTE, html_figs[2]]
     exported = read_export_summary(r.path) if r.path is not None else None
     if exported is not None:  # `asfp-explorer export RUN_DIR` was run
         parts += ["<h2>The compact model</h2>", speedup_html(exported)]
@@ -312,10 +343,12 @@ def compare_html(runs: Iterable[RunLike], path: str | os.PathLike,
                  labels: Sequence[str] | None = None) -> Path:
     """The comparison of `runs` as a self-contained HTML page."""
     data = [as_run(r) for r in runs]
-    fig = compare_figure(data, labels)
+    figures = compare_figures(data, labels)
     names = ", ".join(html.escape(r.name) for r in data)
+    html_figs = _figures_html(list(figures.values()))
     parts = [f"<h1>ASFP explorer: comparing {len(data)} runs</h1>",
              f"<p style='color:#555'>{names}. Runs that differ only in the seed are one group "
              "(mean ± std). MACs = multiply-accumulates of conv layers.</p>",
-             _figures_html([fig])[0]]
+             html_figs[0], "<h2>Diagnostics: why soft pruning does what it does</h2>",
+             DIAGNOSTICS_NOTE, html_figs[1]]
     return _write(path, _page("comparison", parts))

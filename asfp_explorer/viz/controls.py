@@ -20,10 +20,13 @@ STEERING = {
     "d": ("pruning", "d"),
     "interval": ("pruning", "interval"),
     "criterion": ("pruning", "criterion"),
+    "fpgm_norm_share": ("pruning", "fpgm_norm_share"),
+    "adaptive_bn_batches": ("pruning", "adaptive_bn_batches"),
     "epochs": ("training", "epochs"),
 }
-# Fixed once a run starts (they define the model and the data).
-IDENTITY = {"model": ("model", "name"), "dataset": ("data", "name")}
+# Fixed once a run starts (they define the model, the data, and what a mask zeroes).
+IDENTITY = {"model": ("model", "name"), "dataset": ("data", "name"),
+            "mask_bn": ("pruning", "mask_bn")}
 
 _WIDE = w.Layout(width="320px")
 _STYLE = {"description_width": "90px"}
@@ -36,8 +39,9 @@ def one_line(e: BaseException) -> str:
 
 
 class Controls:
-    """Sliders for target ratio, D, epochs and interval; dropdowns for method, criterion,
-    model and data set; Start, Pause/Resume and Stop; a message line; the prediction line."""
+    """Sliders for target ratio, D, epochs, interval and the FPGM-mix norm share; dropdowns
+    for method, criterion, model and data set; Start, Pause/Resume and Stop; a message line;
+    the prediction line."""
 
     def __init__(self, config: RunConfig, models: tuple[str, ...] = MODELS):
         p, t = config.pruning, config.training
@@ -48,7 +52,8 @@ class Controls:
                                     description="criterion", layout=_WIDE, style=_STYLE),
             "model": w.Dropdown(options=list(models), value=config.model.name,
                                 description="model", layout=_WIDE, style=_STYLE),
-            "dataset": w.Dropdown(options=[d for d in DATASETS if d != "npz" or config.data.path],
+            "dataset": w.Dropdown(options=[d for d in DATASETS if (d != "npz" or config.data.path)
+                                           and (d != "imagefolder" or config.data.name == d)],
                                   value=config.data.name, description="data set",
                                   layout=_WIDE, style=_STYLE),
             "prune_ratio": w.FloatSlider(value=p.prune_ratio, min=0.0, max=0.9, step=0.01,
@@ -64,9 +69,19 @@ class Controls:
             "interval": w.IntSlider(value=p.interval, min=1, max=max(20, p.interval),
                                     description="interval", layout=_WIDE, style=_STYLE,
                                     continuous_update=False),
+            "fpgm_norm_share": w.FloatSlider(value=p.fpgm_norm_share, min=0.0, max=1.0,
+                                             step=0.05, description="norm share",
+                                             readout_format=".2f", layout=_WIDE, style=_STYLE),
+            # Remedies beyond the paper (0 / off = the paper's method).
+            "adaptive_bn_batches": w.IntSlider(value=p.adaptive_bn_batches, min=0,
+                                               max=max(100, p.adaptive_bn_batches),
+                                               description="adaptive BN", layout=_WIDE,
+                                               style=_STYLE, continuous_update=False),
+            "mask_bn": w.Checkbox(value=p.mask_bn, description="mask BN with the filter",
+                                  indent=False, layout=w.Layout(width="220px")),
         }
         for k in ("method", "criterion", "model", "dataset", "prune_ratio", "d", "epochs",
-                  "interval"):
+                  "interval", "fpgm_norm_share", "adaptive_bn_batches", "mask_bn"):
             self.widgets[k].tooltip = _TIPS[k]
         self.start = w.Button(description="Start", icon="play", button_style="success",
                               layout=w.Layout(width="100px"))
@@ -78,6 +93,12 @@ class Controls:
                                tooltip="build the physically smaller model of the ended run and "
                                        "measure its speed-up against the dense one",
                                layout=w.Layout(width="160px"))
+        self.save = w.Button(description="Save figure", icon="download",
+                             tooltip="write the figure as an image file (needs kaleido): "
+                                     "run_dir/figures/dashboard-epoch-N.<format>",
+                             layout=w.Layout(width="130px"))
+        self.figure_format = w.Dropdown(options=["png", "svg", "pdf"], value="png",
+                                        layout=w.Layout(width="70px"))
         self.prediction = w.HTML()
         self.message = w.HTML(layout=w.Layout(min_height="1.6em"))
         self.layer = w.Dropdown(options=[], description="layer", layout=_WIDE, style=_STYLE)
@@ -91,10 +112,14 @@ class Controls:
         return w.VBox([
             w.HBox([g["method"], g["criterion"], g["model"], g["dataset"]],
                    layout=w.Layout(flex_flow="row wrap")),
-            w.HBox([g["prune_ratio"], g["d"], g["epochs"], g["interval"]],
+            w.HBox([g["prune_ratio"], g["d"], g["epochs"], g["interval"], g["fpgm_norm_share"]],
                    layout=w.Layout(flex_flow="row wrap")),
-            w.HBox([self.start, self.pause, self.stop, self.export, self.prediction],
-                   layout=w.Layout(align_items="center")),
+            w.HBox([w.HTML("<span style='color:#555'>beyond the paper:</span>"),
+                    g["adaptive_bn_batches"], g["mask_bn"]],
+                   layout=w.Layout(align_items="center", flex_flow="row wrap")),
+            w.HBox([self.start, self.pause, self.stop, self.export, self.save,
+                    self.figure_format, self.prediction],
+                   layout=w.Layout(align_items="center", flex_flow="row wrap")),
             self.message,
         ])
 
@@ -114,7 +139,10 @@ class Controls:
             data={"name": v["dataset"]},
             pruning={"method": v["method"], "prune_ratio": round(float(v["prune_ratio"]), 4),
                      "d": round(float(v["d"]), 4), "interval": int(v["interval"]),
-                     "criterion": v["criterion"]},
+                     "criterion": v["criterion"],
+                     "fpgm_norm_share": round(float(v["fpgm_norm_share"]), 4),
+                     "adaptive_bn_batches": int(v["adaptive_bn_batches"]),
+                     "mask_bn": bool(v["mask_bn"])},
             training={"epochs": int(v["epochs"])},
         )
 
@@ -139,7 +167,7 @@ class Controls:
         self.pause.icon = "play" if paused else "pause"
         # While a run is steered every slider value becomes a recorded change, so sliders
         # send only the value where they are released; before a run the preview follows them.
-        for name in ("prune_ratio", "d"):
+        for name in ("prune_ratio", "d", "fpgm_norm_share"):
             self.widgets[name].continuous_update = not running
 
     def disable_all(self) -> None:
@@ -147,7 +175,7 @@ class Controls:
         for x in self.widgets.values():
             x.disabled = True
         self.start.disabled = self.pause.disabled = self.stop.disabled = True
-        self.export.disabled = True
+        self.export.disabled = self.save.disabled = True
 
     def say(self, text: str, level: str = "info") -> None:
         """Show one line: info (grey), ok (green), warn (orange), error (red)."""
@@ -175,4 +203,10 @@ _TIPS = {
     "epochs": "total epochs T; during a run it may grow or shrink to any value above the "
               "epochs already done",
     "interval": "epochs between mask updates (the last epoch always updates)",
+    "fpgm_norm_share": "fpgm-mix only: share of the pruned filters picked by l2 norm, the rest "
+                       "by distance (FPGM paper: 10 % of 40 % = 0.25)",
+    "adaptive_bn_batches": "remedy beyond the paper: after each mask, re-estimate BN running "
+                           "statistics from this many training batches (0 = off)",
+    "mask_bn": "remedy beyond the paper: zero BN gamma and beta of pruned channels with the "
+               "filter, so a pruned channel outputs exactly zero (fixed once a run starts)",
 }

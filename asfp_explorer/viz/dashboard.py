@@ -1,71 +1,57 @@
-"""The live dashboard: controls, a status line and one FigureWidget, training in the background.
+"""The live dashboard: controls, a status line and one figure, training in the background.
 
     dash = Dashboard(config, run_dir="runs/asfp")
-    dash.show()          # lays out the widgets and starts training in a background thread
-    ...
-    dash.wait()          # in a later cell: block until the run ends
+    dash.show()               # lays out the widgets and starts training in a background thread
+    dash.then(other)          # `other` starts when this run ends; the cell returns at once
 
-Costs, by design (ARCHITECTURE.md, "The hot loop and the dashboard"):
-- the observer on the training thread appends the event to a deque and sets a flag: a few
-  microseconds, and it never waits on the browser;
+This module is the view: widgets, the refresher that folds events into a `RunData` and
+redraws, the status line. The other roles live beside it: `steering.py` (what a click or a
+slider does to the run), `replay.py` (a stored run), `dashboard_export.py` (the compact model
+and figure files), `live_figure.py` (the FigureWidget), `..prediction` (predicted MACs).
+
+Costs, by design:
+- the observer on the training thread appends the event to a deque: a few microseconds, and
+  it never waits on the browser;
 - a refresher thread folds queued events into a `RunData` and redraws at most `refresh_hz`
   times a second; every refresh assigns a fixed set of traces inside one `batch_update()`,
   which `LiveFigure` sends as one comm message;
 - one FigureWidget for all six panels (each FigureWidget ships plotly's ~5 MB bundle);
-- fvcore's count of the compact model runs on its own worker thread (`compact_macs`).
+- fvcore's count of the compact model runs off the training thread (`compact_macs`).
+
+Notebook flow: a cell that blocks (`wait()`) holds up every widget message until it returns,
+so Pause and Stop would act late, on whatever state the run has then. Queue runs with
+`then()` instead; `wait()` says in one line that the controls are inactive meanwhile.
 """
 
 from __future__ import annotations
 
 import collections
+import copy
 import dataclasses
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import ipywidgets as w
 import numpy as np
-import plotly.graph_objects as go
 
-from ..config import MODELS, ConfigError, RunConfig
+from ..config import RunConfig
 from ..engine.events import Event, EventKind
-from ..store import RunData, load_run
+from ..engine.queue import RunQueue
+from ..store import RunData
 from .compact_macs import CompactMacsWorker
-from .controls import STEERING, Controls, one_line
+from .controls import Controls, one_line
+from .dashboard_export import CompactExport, default_figure_path
+from .diagnostics_pane import DiagnosticsPane
 from .figures import PANELS, Plan, View, dashboard_figure, fill
-from .speedup import read_export_summary, speedup_html
+from .live_figure import LiveFigure
+from .steering import LIVE, Steering
 
 STATUS_LEVEL = {"finished": "ok", "stopped": "warn", "diverged": "error", "failed": "error"}
 MAC_TIP = "MACs = multiply-accumulates of conv layers (fvcore&#39;s convention)"
-
-
-class LiveFigure(go.FigureWidget):
-    """A FigureWidget whose batch updates reach the browser as one comm message.
-
-    plotly sends each `Plotly.update` as four widget state changes: two edit ids, the update,
-    then None to clear it, i.e. four comm messages. Here the ids and the update are set
-    inside `hold_sync()`, which ipywidgets sends as one message. The update is not cleared:
-    every later one has new edit ids, so it always differs and is always sent, and a view
-    opened later draws from `_widget_data`, which the front end keeps current.
-    """
-
-    def _send_update_msg(self, restyle_data, relayout_data, trace_indexes=None,
-                         source_view_id=None):
-        trace_indexes = self._normalize_trace_indexes(trace_indexes)
-        with self.hold_sync():
-            self._last_trace_edit_id += 1
-            self._trace_edit_in_process = True
-            self._last_layout_edit_id += 1
-            self._layout_edit_in_process = True
-            self._py2js_update = {
-                "style_data": restyle_data,
-                "layout_data": relayout_data,
-                "style_traces": trace_indexes,
-                "trace_edit_id": self._last_trace_edit_id,
-                "layout_edit_id": self._last_layout_edit_id,
-                "source_view_id": source_view_id,
-            }
+WAIT_NOTE = ("wait(): the dashboard's buttons and sliders are inactive until this cell "
+             "returns; queue runs with .then() to keep them live")
 
 
 @dataclasses.dataclass
@@ -90,10 +76,22 @@ class DashboardStats:
 
 
 def _available_models() -> tuple[str, ...]:
+    """The model menu: the built-in ResNets, then the names added by `register_model`."""
     from ..models import model_names
 
-    known = set(model_names())
-    return tuple(m for m in MODELS if m in known)
+    return tuple(model_names())
+
+
+def _in_kernel_main_thread() -> bool:
+    """True in a Jupyter kernel's cell, where a blocking call holds up widget messages."""
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None
 
 
 class Dashboard:
@@ -102,20 +100,29 @@ class Dashboard:
     `config`: the starting configuration (the controls edit a copy). `run_dir`: where the run
     is recorded (None: in memory only); `overwrite=True` lets Start replace an earlier run
     there. `refresh_hz`: the most redraws per second (0: only when `refresh()` is called).
+    `model` / `dataset`: your own `nn.Module` (each Start trains a fresh copy of it) and
+    `data.Dataset` instead of the configured ones.
     """
 
     def __init__(self, config: RunConfig | None = None, run_dir: str | Path | None = None, *,
                  overwrite: bool = False, refresh_hz: float = 4.0, fvcore: bool = True,
-                 title: str | None = None):
+                 title: str | None = None, model: Any = None, dataset: Any = None):
         self.base = config or RunConfig()
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.overwrite = overwrite
         self.refresh_hz = refresh_hz
-        self.fvcore = fvcore
+        self.own_model, self.own_dataset = model, dataset
+        # fvcore counts rebuild the model from its name in another process: not for your own.
+        self.fvcore = fvcore and model is None
         self.handle = None
         self.run = RunData()
         self.stats = DashboardStats()
-        self._lock = threading.RLock()  # guards the figure, `run` and `view` across threads
+        self.is_replay = False
+        self.lock = threading.RLock()  # guards the figure, `run` and `view` across threads
+        self.steering = Steering(self)
+        self.exporter = CompactExport(self)
+        self.run_ended = threading.Event()  # set once a run of this dashboard has ended
+        self.queue: RunQueue | None = None  # shared by dashboards chained with then()
         self._events: collections.deque[Event] = collections.deque()
         self._wake = threading.Event()
         self._refresher: threading.Thread | None = None
@@ -123,14 +130,17 @@ class Dashboard:
         self._ended = False
         self._closing = False
         self._dirty = False
-        self._reverting = False
-        self._replay = False
         self._setting_layers = False
+        self._held_shown = False
+        self._counter = None
 
         models = _available_models()
         if self.base.model.name not in models:
             models = models + (self.base.model.name,)
         self.controls = Controls(self.base, models)
+        if model is not None or dataset is not None:  # fixed by the caller, not by a menu
+            for name in ("model",) if dataset is None else ("model", "dataset"):
+                self.controls.widgets[name].disabled = True
         self.view = View(plan=self._plan_of(self.base))
         self.figure, self._layout = dashboard_figure(self.run, self.view, widget_class=LiveFigure)
         # plotly's widget view draws before it is attached to the page, when its container
@@ -142,24 +152,28 @@ class Dashboard:
                                       style={"description_width": "90px"})
         self.status = w.HTML(value='<span style="color:#555">not started</span>')
         self.speedup = w.HTML()  # the compact model's measured speed-up, once exported
-        self._exporter: threading.Thread | None = None
-        name = title or (f"run: {self.run_dir}" if self.run_dir else "run in memory")
+        # Dead filters, BN kick, accuracy gap: a second figure, built when first opened.
+        self.diagnostics = DiagnosticsPane(lambda: self.run, self.lock, LiveFigure)
+        self.name = title or (f"run: {self.run_dir}" if self.run_dir else "run in memory")
         self.widget = w.VBox([
-            w.HTML(f"<b>ASFP explorer</b> &nbsp; <span style='color:#555'>{name}</span>"),
+            w.HTML(f"<b>ASFP explorer</b> &nbsp; <span style='color:#555'>{self.name}</span>"),
             self.controls.box(),
             w.HBox([self.progress, self.status], layout=w.Layout(align_items="center")),
             self.controls.layer,
             self.figure,
+            self.diagnostics.widget,
             self.speedup,
         ])
-        self.controls.on_change(self._on_control)
+        self.controls.on_change(self.steering.on_control)
         self.controls.start.on_click(lambda _: self.start())
-        self.controls.pause.on_click(lambda _: self._toggle_pause())
-        self.controls.stop.on_click(lambda _: self.stop())
+        self.controls.pause.on_click(lambda _: self.steering.toggle_pause())
+        self.controls.stop.on_click(lambda _: self.steering.stop())
         self.controls.export.on_click(lambda _: self.export())
+        self.controls.save.on_click(lambda _: self._save_clicked())
         self.controls.layer.observe(self._on_layer, names="value")
-        self._preview()
-        if fvcore:
+        self.preview()
+        self.rebuild_figure()  # the widget's first state is the preview: nothing to miss
+        if self.fvcore:
             from .compact_macs import warm_up
 
             warm_up()
@@ -170,9 +184,11 @@ class Dashboard:
         """Display the dashboard; start training unless `start=False` (or this is a replay)."""
         from IPython.display import display
 
+        with self.lock:
+            self.figure.sync_state()  # a view created now draws the figure as it is
         display(self.widget)
         threading.Timer(1.0, self._fit_width).start()
-        if start if start is not None else not self._replay:
+        if start if start is not None else not self.is_replay:
             self.start()
 
     def start(self):
@@ -180,23 +196,27 @@ class Dashboard:
         or None (with a one-line message in the UI) when the values are refused."""
         from ..engine import RunHandle
 
-        with self._lock:
-            if self.handle is not None and self.handle.status in ("running", "paused"):
+        with self.lock:
+            if self.steering.live():
                 self.controls.say("a run is in progress; stop it first", "warn")
                 return None
             config = self.controls.try_config(self.base)
             if config is None:
                 return None
             self.controls.say("preparing data and model ...")
+            model = copy.deepcopy(self.own_model) if self.own_model is not None else None
             try:
-                handle = RunHandle(config, self.run_dir, [self._observe], overwrite=self.overwrite)
+                handle = RunHandle(config, self.run_dir, [self._observe],
+                                   overwrite=self.overwrite, model=model,
+                                   dataset=self.own_dataset)
             except Exception as e:  # bad data path, run folder in use, ...: one line, no traceback
                 self.controls.say(one_line(e), "error")
                 return None
             self._reset()
             self.handle = handle
+            self.run_ended.clear()
             self.controls.set_running(True)
-            self.controls.say(f"training on {handle.trainer.device}", "info")
+            self.controls.say(f"training on {handle.device}", "info")
             if self.refresh_hz > 0:
                 self._refresher = threading.Thread(target=self._loop, name="asfp-dashboard",
                                                    daemon=True)
@@ -205,33 +225,59 @@ class Dashboard:
             return handle
 
     def pause(self) -> None:
-        if self.handle is not None:
-            self.handle.pause()
-            self.controls.set_running(True, paused=True)
-            self.controls.say("pausing at the next epoch boundary", "warn")
+        """Pause at the end of the epoch in progress (the status line confirms it)."""
+        self.steering.pause()
 
     def resume(self) -> None:
-        if self.handle is not None:
-            self.handle.resume()
-            self.controls.set_running(True, paused=False)
-            self.controls.say("resumed", "info")
+        self.steering.resume()
 
     def stop(self) -> None:
         """Stop at the next epoch boundary (the run stays resumable from its run_dir)."""
-        if self.handle is not None:
-            self.handle.stop()
-            self.handle.resume()  # a paused run must wake up to stop
-            self.controls.say("stopping at the next epoch boundary", "warn")
+        self.steering.stop()
+
+    def then(self, next_: "Dashboard | Callable[[], Any]") -> "Dashboard | Callable[[], Any]":
+        """Start `next_` (a Dashboard, or any callable) once this dashboard's run has ended,
+        and return it, so `a.then(b).then(c)` runs a, b, c one after another. Returns at once:
+        the notebook stays free and every dashboard's controls stay live.
+
+        If this dashboard has not started yet, `next_` waits for its run (Start, or
+        `start()`) to end. Chained dashboards share one `RunQueue` (`dash.queue`).
+        """
+        queue = self.queue or (next_.queue if isinstance(next_, Dashboard) else None) \
+            or RunQueue()
+        self.queue = queue
+        if id(self) not in queue.members:
+            queue.members.add(id(self))
+            queue.add(self._until_ended, label=self.name)
+        if isinstance(next_, Dashboard):
+            next_.queue = queue
+            queue.members.add(id(next_))
+            next_.controls.say(f"queued: starts when {self.name} has ended", "info")
+            queue.add(next_._start_and_wait, label=next_.name)
+        else:
+            queue.add(next_, label=getattr(next_, "__name__", "job"))
+        return next_
 
     def wait(self, timeout: float | None = None) -> str:
         """Block until the run ends and the figures show all of it; returns the run's status.
 
-        With `timeout` (seconds), returns the current status when it passes first.
+        With `timeout` (seconds), returns the current status when it passes first. A
+        dashboard queued with `then()` that has not started yet is waited for too ("queued"
+        when `timeout` passes first). In a notebook cell this holds up widget messages: one
+        line says so.
         """
-        if self.handle is None:
+        queued = self.handle is None and self.queue is not None and id(self) in self.queue.members
+        if self.handle is None and not queued:
             return self.run.status
+        if (queued or self.steering.live()) and _in_kernel_main_thread():
+            print(WAIT_NOTE)
+        if queued:
+            if not self.run_ended.wait(timeout):
+                return "queued"
+            if self.handle is None:  # its start was refused; the message line says why
+                return "refused"
         self.handle.wait(timeout)
-        if self.handle.status in ("running", "paused"):
+        if self.handle.status in LIVE:
             return self.handle.status
         if self._flops is not None:
             self._flops.drain(timeout=120)
@@ -244,30 +290,94 @@ class Dashboard:
 
     def refresh(self) -> bool:
         """Fold queued events into `run` and redraw; True when something was drawn."""
-        with self._lock:
+        with self.lock:
             events = []
             while self._events:
                 events.append(self._events.popleft())
             for event in events:
                 self._apply(event)
+            held = self.handle is not None and self.handle.held.is_set() and not self._ended
+            if held != self._held_shown:
+                self._held_shown = held
+                self._on_held(held)
             fv = self._flops.results() if self._flops is not None else {}
             if not events and fv == dict(self.view.fvcore_macs) and not self._dirty:
                 return False
-            self._dirty = False
             t0 = time.perf_counter()
-            self.view = dataclasses.replace(self.view, fvcore_macs=fv, plan=self._plan_now())
-            with self.figure.batch_update():
-                fill(self.figure, self._layout, PANELS, self.run, self.view)
-            self._update_status()
+            self.view = dataclasses.replace(self.view, fvcore_macs=fv)
+            self.redraw()
+            self.diagnostics.update()  # only when epochs were added
+            self.update_status()
             self._check_fvcore(fv)
             self.stats.refresh_s.append(time.perf_counter() - t0)
             return True
 
-    def _fit_width(self) -> None:
-        """A relayout with autosize makes plotly measure its (by now attached) container."""
-        with self._lock:
-            self.figure.layout.autosize = None  # so that setting it again is a change
-            self.figure.layout.autosize = True
+    def poke(self) -> None:
+        """Ask the refresher for a refresh now (a button changed the run's state)."""
+        self._wake.set()
+
+    def trained_model(self):
+        """The ended run's model for export (`engine.runner.TrainedModel`): the live run's own
+        model, or, for a replay or a dashboard without a handle, the run_dir's checkpoint."""
+        if self.handle is not None:
+            return self.handle.trained_model()
+        from ..engine.runner import TrainedModel
+        from ..store import load_model
+
+        if self.run_dir is None:
+            raise RuntimeError("trained_model: no run yet; start one first")
+        model, masks, input_size = load_model(self.run_dir)
+        return TrainedModel(model, masks, input_size, "cpu")
+
+    def can_export(self) -> bool:
+        """An ended run in memory, or a checkpoint in run_dir."""
+        if self.handle is not None:
+            return self.handle.status in ("finished", "stopped")
+        return bool(self.run_dir and (self.run_dir / "checkpoint.pt").exists())
+
+    def export(self, benchmark: bool = True, batch_sizes: tuple[int, ...] = (1, 64, 256)
+               ) -> threading.Thread | None:
+        """Build the compact model of the ended run, check it against the masked model, time
+        both (when `benchmark`) and show the table under the figures. Runs in a background
+        thread, which it returns (None when there is nothing to export yet).
+
+        Results go to `run_dir/export/` (`compact.pt`, `export.json`) or, for a run in memory,
+        a temporary folder.
+        """
+        return self.exporter.start(benchmark, batch_sizes)
+
+    def save_figure(self, path: str | Path | None = None, fmt: str = "png") -> Path:
+        """Write the dashboard's figure as PNG, SVG or PDF (needs kaleido); returns the path.
+
+        Without `path`: `run_dir/figures/dashboard-epoch-N.<fmt>`. Raises
+        `image_export.FigureExportError` (one line) where kaleido or Chrome is missing.
+        """
+        from .image_export import FORMATS, FigureExportError, save_figure
+
+        if path is None and fmt not in FORMATS:
+            raise FigureExportError(f"fmt: {fmt!r} is not allowed; allowed: png, svg, pdf")
+        target = Path(path) if path is not None else default_figure_path(self, fmt)
+        with self.lock:
+            snapshot = self.figure.to_dict()  # the figure may change while kaleido renders
+        import plotly.graph_objects as go
+
+        return save_figure(go.Figure(snapshot), target, width=1400)
+
+    def _save_clicked(self) -> None:
+        fmt = self.controls.figure_format.value
+        self.controls.save.disabled = True
+        self.controls.say(f"writing the figure as {fmt.upper()} ...")
+
+        def work() -> None:
+            try:
+                path = self.save_figure(fmt=fmt)
+                self.controls.say(f"figure saved: {path}", "ok")
+            except Exception as e:
+                self.controls.say(one_line(e), "error")
+            finally:
+                self.controls.save.disabled = False
+
+        threading.Thread(target=work, name="asfp-save-figure", daemon=True).start()
 
     def close(self) -> None:
         """Stop the refresher and worker threads and close the widgets (the run goes on)."""
@@ -278,98 +388,57 @@ class Dashboard:
         self.widget.close()
 
     @classmethod
-    def replay(cls, run: RunData | str | Path, **kwargs) -> "Dashboard":
-        """A dashboard that shows a stored (finished, stopped or growing) run; `show()` it."""
-        data = run if isinstance(run, RunData) else load_run(run)
-        kwargs.setdefault("fvcore", False)  # a stored run is not counted again
-        dash = cls(RunConfig.from_dict(data.config), refresh_hz=0,
-                   title=f"replay: {data.path or data.name}", **kwargs)
-        dash._replay = True
-        with dash._lock:
-            dash.run = data
-            dash.controls.disable_all()
-            dash._set_layers(data.layer_names)
-            dash.progress.max = max(int(data.config["training"]["epochs"]), 1)
-            dash._dirty = True
-            if data.path is not None:
-                dash.run_dir = Path(data.path)
-                summary = read_export_summary(data.path)
-                if summary is not None:
-                    dash.speedup.value = speedup_html(summary)
-                dash.controls.export.disabled = not (Path(data.path) / "checkpoint.pt").exists()
-        dash.refresh()
-        return dash
+    def replay(cls, run, **kwargs) -> "Dashboard":
+        """A dashboard that shows a stored (finished, stopped or growing) run; `show()` it.
+        `run`: a run directory or a `RunData`."""
+        from .replay import replay_dashboard
 
-    def export(self, benchmark: bool = True, batch_sizes: tuple[int, ...] = (1, 64, 256)
-               ) -> threading.Thread | None:
-        """Build the compact model of the ended run, check it against the masked model, time
-        both (when `benchmark`) and show the table under the figures. Runs in a background
-        thread, which it returns (None when there is nothing to export yet).
+        return replay_dashboard(cls, run, **kwargs)
 
-        The model is the run's own (in memory) or, for a replay, its checkpoint; results go to
-        `run_dir/export/` (`compact.pt`, `export.json`) or, for a run in memory, a temporary
-        folder.
-        """
-        if self._exporter is not None and self._exporter.is_alive():
-            return self._exporter
-        if self.handle is not None and self.handle.status in ("running", "paused"):
-            self.controls.say("the compact model is built once the run has ended", "warn")
-            return None
-        if self.handle is None and not (self.run_dir and (self.run_dir / "checkpoint.pt").exists()):
-            self.controls.say("nothing to export: start a run first", "warn")
-            return None
-        self.controls.export.disabled = True
-        self.controls.say("building the compact model" + (" and timing it (about 10 s per "
-                          "batch size)" if benchmark else "") + " ...")
-        self._exporter = threading.Thread(target=self._export, args=(benchmark, batch_sizes),
-                                          name="asfp-export", daemon=True)
-        self._exporter.start()
-        return self._exporter
+    @classmethod
+    def follow(cls, run_dir, **kwargs) -> "Dashboard":
+        """A dashboard that follows a run directory another process is writing (polls it and
+        redraws; survives kills, resumes, restarts); `show()` it, `close()` stops following.
+        `poll_seconds` (default 1), `start_timeout` (s to wait for the run to start)."""
+        from .follow import follow_dashboard
 
-    def _export(self, benchmark: bool, batch_sizes: tuple[int, ...]) -> None:
-        import tempfile
-
-        from ..export import export_compact
-        from ..store import load_model
-
-        try:
-            if self.handle is not None:
-                trainer = self.handle.trainer
-                model, masks = trainer.model, dict(trainer.pruning.masks)
-                input_size, device = tuple(trainer.data.input_size), trainer.device
-            else:
-                model, masks, input_size = load_model(self.run_dir)
-                device = "cpu"
-            out = (self.run_dir / "export") if self.run_dir else Path(tempfile.mkdtemp(prefix="asfp-export-"))
-            out.mkdir(parents=True, exist_ok=True)
-            summary = export_compact(model, masks, input_size, out, run_benchmark=benchmark,
-                                     device=device, batch_sizes=batch_sizes)
-            self.speedup.value = speedup_html(summary)
-            self.controls.say(f"compact model saved in {out}", "ok")
-        except Exception as e:  # one line in the UI; the run and its files are untouched
-            self.controls.say(f"export failed: {one_line(e)}", "error")
-        finally:
-            self.controls.export.disabled = False
+        return follow_dashboard(cls, run_dir, **kwargs)
 
     def __repr__(self) -> str:
         m = self.run.metrics[-1]["epoch"] if self.run.metrics else 0
         return f"<Dashboard {self.run.config.get('pruning', {}).get('method', '')} " \
                f"{self.run.status}, epoch {m}>"
 
+    # ------------------------------------------------------------------ the run queue
+
+    def _until_ended(self) -> str:
+        self.run_ended.wait()
+        return self.handle.wait() if self.handle is not None else self.run.status
+
+    def _start_and_wait(self) -> str:
+        handle = self.start()
+        if handle is None:  # refused: the message line says why; the queue goes on
+            self.run_ended.set()
+            return "refused"
+        return handle.wait()
+
     # ------------------------------------------------------------------ training thread
 
     def _observe(self, event: Event) -> None:
         """Runs on the training thread: queue and return. A deque append is atomic, and the
-        refresher polls on its own clock, so nothing here waits or wakes another thread."""
+        refresher polls on its own clock, so nothing here waits on another thread."""
         t0 = time.perf_counter_ns()
         self._events.append(event)
+        if event.kind is EventKind.RUN_END:
+            self.run_ended.set()  # a run queued after this one may start
         self.stats.observer_ns.append(time.perf_counter_ns() - t0)
 
     # ------------------------------------------------------------------ refresher thread
 
     def _loop(self) -> None:
         # A timer, not a wake-up per event: at most `refresh_hz` redraws a second, and events
-        # that arrive in between are drawn together. `_wake` only cuts a wait short (close()).
+        # that arrive in between are drawn together. `_wake` cuts a wait short (a button,
+        # close()).
         period = 1.0 / self.refresh_hz
         while not self._closing:
             self._wake.wait(timeout=period)
@@ -394,13 +463,14 @@ class Dashboard:
             return
         self.run.apply(event)
         if kind is EventKind.RUN_START:
-            self._set_layers(self.run.layer_names)
+            self.set_layers(self.run.layer_names)
             self.progress.max = int(self.run.config["training"]["epochs"])
             if self.fvcore:
                 self._flops = CompactMacsWorker(self.run.config, self.run.info)
         elif kind is EventKind.PARAMETERS_CHANGED:
             ch = ", ".join(f"{k} = {v}" for s in event.data["changes"].values()
                            for k, v in s.items())
+            # event.epoch epochs are done: the first epoch trained with the change is the next.
             self.controls.say(f"applied from epoch {event.epoch + 1}: {ch}", "ok")
             self.progress.max = int(self.run.config["training"]["epochs"])
         elif kind is EventKind.RUN_END:
@@ -413,6 +483,15 @@ class Dashboard:
                                        "error": "danger"}[STATUS_LEVEL.get(status, "warn")]
             self.controls.export.disabled = status not in ("finished", "stopped")
 
+    def _on_held(self, held: bool) -> None:
+        """The training thread has stopped at a boundary (paused), or left it."""
+        if held:
+            done = self.handle.epoch
+            self.controls.set_running(True, paused=True)
+            self.controls.say(f"paused after epoch {done}: Resume continues with epoch "
+                              f"{done + 1}, Stop ends the run (resumable)", "warn")
+        self._dirty = True  # the status line shows or drops "paused"
+
     def _after_refresh(self) -> None:
         """Once the run has ended, the worker is no longer needed."""
         if self._ended and self._flops is not None and self._flops.idle():
@@ -420,59 +499,22 @@ class Dashboard:
 
     # ------------------------------------------------------------------ main thread (UI)
 
-    def _on_control(self, name: str, value: Any) -> None:
-        if self._reverting or self._replay:
-            return
-        with self._lock:
-            try:
-                running = self.handle is not None and self.handle.status in ("running", "paused")
-                if running and name in STEERING:
-                    section, field = STEERING[name]
-                    if name in ("prune_ratio", "d"):
-                        value = round(float(value), 4)
-                    try:
-                        self.handle.update(**{section: {field: value}})
-                    except (ConfigError, ValueError) as e:
-                        self.controls.say(one_line(e), "error")
-                        self._revert(name)
-                        return
-                    self.controls.say(f"queued {section}.{field} = {value}: applies from "
-                                      f"epoch {self.handle.epoch + 1}", "info")
-                    self._dirty = True
-                    self._redraw()
-                elif not running:
-                    self._preview()
-                # (model and data set are disabled during a run: nothing to do)
-            except Exception as e:  # never a traceback in the notebook
-                self.controls.say(one_line(e), "error")
-
     def _on_layer(self, change: dict) -> None:
         if change["new"] is None or self._setting_layers:
             return
-        with self._lock:
+        with self.lock:
             self.view = dataclasses.replace(self.view, layer=change["new"])
             with self.figure.batch_update():
                 fill(self.figure, self._layout, PANELS, self.run, self.view, which=(3, 4))
 
-    def _toggle_pause(self) -> None:
-        if self.handle is None:
-            return
-        if self.handle.status == "paused":
-            self.resume()
-        else:
-            self.pause()
+    def _fit_width(self) -> None:
+        """A relayout with autosize makes plotly measure its (by now attached) container."""
+        with self.lock:
+            self.figure.layout.autosize = None  # so that setting it again is a change
+            self.figure.layout.autosize = True
 
-    def _revert(self, name: str) -> None:
-        section, field = STEERING[name]
-        current = getattr(getattr(self.handle.config, section), field)
-        self._reverting = True
-        try:
-            self.controls.set_value(name, current)
-        finally:
-            self._reverting = False
-
-    def _preview(self) -> None:
-        """Before (or between) runs: schedule and predicted FLOPs for the controls' values."""
+    def preview(self) -> None:
+        """Before (or between) runs: schedule and predicted MACs for the controls' values."""
         config = self.controls.try_config(self.base)
         if config is None:
             return
@@ -486,11 +528,25 @@ class Dashboard:
         self.controls.prediction.value = self._prediction(config)
         if not self.run.metrics or self._ended:
             self.view = dataclasses.replace(self.view, plan=plan)
-        self._dirty = True
-        self._redraw()
+        self.redraw()
 
-    def _redraw(self) -> None:
-        with self._lock:
+    def rebuild_figure(self) -> None:
+        """Replace the (not yet displayed) figure widget by one built from `run` and `view`:
+        its first state holds all of it, which no later update message can lose."""
+        with self.lock:
+            self.view = dataclasses.replace(self.view, plan=self._plan_now())
+            old = self.figure
+            self.figure, self._layout = dashboard_figure(self.run, self.view,
+                                                         widget_class=LiveFigure)
+            self.figure._config = {**self.figure._config, "responsive": True}
+            self.widget.children = tuple(self.figure if c is old else c
+                                         for c in self.widget.children)
+            old.close()
+            self._dirty = False
+
+    def redraw(self) -> None:
+        """Draw every panel from `run` and `view` (one message)."""
+        with self.lock:
             self.view = dataclasses.replace(self.view, plan=self._plan_now())
             with self.figure.batch_update():
                 fill(self.figure, self._layout, PANELS, self.run, self.view)
@@ -504,6 +560,7 @@ class Dashboard:
         self._flops = None
         self._events.clear()
         self._ended = False
+        self._held_shown = False
         self.run = RunData(path=self.run_dir)
         self.view = View(plan=self._plan_now_from_controls())
         self.progress.value, self.progress.bar_style = 0, ""
@@ -523,11 +580,11 @@ class Dashboard:
         while it runs; the controls before a run and after it, once a slider moves."""
         if self.handle is not None and not self._ended:
             return self._plan_of(self.handle.config)
-        if self._replay and self.run.config:
+        if self.is_replay and self.run.config:
             return Plan.of_run(self.run)
         return self.view.plan or self._plan_of(self.base)
 
-    def _set_layers(self, names: list[str]) -> None:
+    def set_layers(self, names: list[str]) -> None:
         """New layer choices (at RUN_START): the refresh that follows draws them, so the
         menu's own change handler stays quiet (one message per refresh)."""
         keep = self.controls.layer.value
@@ -540,7 +597,8 @@ class Dashboard:
         finally:
             self._setting_layers = False
 
-    def _update_status(self) -> None:
+    def update_status(self) -> None:
+        """The line beside the progress bar: speed, ETA (not while paused), accuracy, P, MACs."""
         run = self.run
         if not run.metrics:
             return
@@ -552,9 +610,11 @@ class Dashboard:
         secs = [x["epoch_seconds"] for x in run.metrics[1:]][-5:]
         per = float(np.median(secs)) if secs else None
         parts = []
+        if self._held_shown:
+            parts.append("<b>paused</b>")
         if per is not None:
             parts.append(f"{per:.2f} s/epoch")
-            if not self._ended:
+            if not self._ended and not self._held_shown:
                 parts.append(f"ETA {_duration(per * max(total - m['epoch'], 0))}")
         parts.append(str(run.info.get("device", "")))
         parts.append(f"masked acc {100 * m['test_acc_masked']:.1f} %")
@@ -563,7 +623,7 @@ class Dashboard:
         if dense:
             cut = 100 * (1 - m["exact_macs"] / dense)
             parts.append(f"<span title=\"{MAC_TIP}\">MACs −{cut:.1f} %</span>")
-        if self._ended:
+        if self._ended or self.is_replay:
             parts.insert(0, f"<b>{run.status}</b>")
         self.status.value = " · ".join(p for p in parts if p)
 
@@ -579,41 +639,36 @@ class Dashboard:
 
     def _prediction(self, config: RunConfig) -> str:
         """Predicted MAC reduction at the target ratio, paper convention and exact."""
-        counter = self._counter(config)
-        if counter is None:
-            return ""
-        p = config.pruning.prune_ratio
-        dense = counter.dense_macs
-        paper = float(counter.paper_macs(p))
-        exact = counter.exact_macs(counter.kept_at(p))
-        return (f"<span title=\"{MAC_TIP}\">at P = {100 * p:.0f} %: conv MACs "
-                f"−{100 * (1 - paper / dense):.1f} % (paper convention), "
-                f"−{100 * (1 - exact / dense):.1f} % (exact) of {dense / 1e6:.1f} M dense</span>")
-
-    def _counter(self, config: RunConfig):
-        """The MacCounter of the chosen model and data set (built once per process)."""
-        from .compact_macs import mac_counter
+        from ..prediction import predict_macs
 
         try:
-            channels, size, classes = _input_shape(config)
-            return mac_counter(config.model.name, (channels, size[0], size[1]), classes)
+            pred = predict_macs(config, counter=self._counter_factory())
         except Exception as e:
             self.controls.say(f"no FLOPs prediction: {one_line(e)}", "warn")
-            return None
+            return ""
+        return (f"<span title=\"{MAC_TIP}\">at P = {100 * pred.prune_ratio:.0f} %: conv MACs "
+                f"−{100 * pred.paper_cut:.1f} % (paper convention), "
+                f"−{100 * pred.exact_cut:.1f} % (exact) of {pred.dense / 1e6:.1f} M dense</span>")
 
+    def _counter_factory(self):
+        """Builds the MacCounter: the kernel-wide cache for registry models; for your own
+        model, one counter of it (and of your data's input size), built once."""
+        if self.own_model is None:
+            from .compact_macs import mac_counter
 
-def _input_shape(config: RunConfig) -> tuple[int, tuple[int, int], int]:
-    """(channels, (height, width), classes) of the configured data set, without loading it
-    where the shape is known."""
-    if config.data.name == "digits":
-        return 1, (8, 8), 10
-    if config.data.name == "cifar10":
-        return 3, (32, 32), 10
-    from ..data import load_npz
+            return mac_counter
+        if self._counter is None:
+            from ..flops import MacCounter
 
-    d = load_npz(config.data.path)
-    c, h, w_ = d.input_size
-    return c, (h, w_), d.num_classes
+            size = tuple(self.own_dataset.input_size) if self.own_dataset is not None else None
+            if size is None:
+                from ..prediction import input_shape
+
+                c, (h, w_), _ = input_shape(self.base)
+                size = (c, h, w_)
+            self._counter = MacCounter(copy.deepcopy(self.own_model), size)
+        counter = self._counter
+        return lambda *_: counter
 
 
 def _duration(seconds: float) -> str:

@@ -126,7 +126,8 @@ class Panel:
     y2_title: str | None = None  # a secondary y axis
     secondary: tuple[bool, ...] = ()  # per trace: on the secondary y axis
     legend: bool = True
-    legend_corner: str = "top-left"  # where in the panel its legend sits
+    legend_corner: str = "top-left"  # where in the panel its legend sits; "top-wide":
+    # one row across the top (the panel's axes leave room for it)
     axes: Callable[[RunData, View], dict[str, dict]] | None = None  # "x"/"y"/"y2" -> axis props
     title_of: Callable[[RunData, View], str] | None = None  # a title that follows the data
 
@@ -169,8 +170,10 @@ def _schedule_axes(run: RunData, view: View) -> dict[str, dict]:
             "y": {"range": [0, max(top * 1.1, 1.0)]}}
 
 
+# Every schedule rises to its target (SFP's line runs along the top): the bottom-right is free.
 SCHEDULE = Panel("Schedule: prune ratio per epoch", _schedule_traces, schedule_data,
-                 "epochs completed", "prune ratio (%)", axes=_schedule_axes)
+                 "epochs completed", "prune ratio (%)", axes=_schedule_axes,
+                 legend_corner="bottom-right")
 
 
 # --- accuracy and loss
@@ -200,13 +203,20 @@ def accuracy_data(run: RunData, view: View) -> list[TraceData]:
 
 def _accuracy_axes(run: RunData, view: View) -> dict[str, dict]:
     t = _plan(run, view).epochs
-    return {"x": _epoch_axis(t, 0.02 * t), "y": {"range": [0, 101]},
-            "y2": {"rangemode": "tozero"}}
+    # Accuracy rises from bottom-left to top-right and the loss falls from top-left to
+    # bottom-right, so every corner holds data: both axes leave a band on top for the legend.
+    loss = float(np.nanmax(run.column("train_loss"), initial=0.0)) if run.metrics else 0.0
+    return {"x": _epoch_axis(t, 0.02 * t),
+            "y": {"range": [0, 100 * ACCURACY_HEADROOM], "tickvals": list(range(0, 101, 20))},
+            "y2": {"range": [0, max(loss, 1e-3) * ACCURACY_HEADROOM]}}
+
+
+ACCURACY_HEADROOM = 1.3  # axis tops at 1.3x the data's: the top ~23 % holds the legend
 
 
 ACCURACY = Panel("Accuracy and loss", _accuracy_traces, accuracy_data, "epochs completed",
                  "test accuracy (%)", y2_title="train loss", secondary=(False, False, True),
-                 axes=_accuracy_axes)
+                 axes=_accuracy_axes, legend_corner="top-wide")
 
 
 # --- FLOPs
@@ -410,9 +420,19 @@ def network_mask_data(run: RunData, view: View) -> list[TraceData]:
     ]
 
 
+def _network_mask_axes(run: RunData, view: View) -> dict[str, dict]:
+    """Every layer's name on the y axis (plotly would skip about every other one); small
+    print where there are many, every k-th name beyond 40 layers."""
+    n = len(run.layer_names)
+    step = 1 if n <= 40 else -(-n // 40)
+    return {**_layer_mask_axes(run, view),
+            "y": {"tickmode": "array", "tickvals": list(run.layer_names)[::step],
+                  "tickfont": {"size": 9 if n <= 24 else 7}}}
+
+
 NETWORK_MASK = Panel("Pruned fraction per layer (layers × epochs)", _network_mask_traces,
                      network_mask_data, "epochs completed", "", legend=False,
-                     axes=_layer_mask_axes)
+                     axes=_network_mask_axes)
 
 
 PANELS: tuple[Panel, ...] = (SCHEDULE, ACCURACY, FLOPS, NORMS, LAYER_MASK, NETWORK_MASK)
@@ -437,8 +457,6 @@ def _build(panels: Sequence[Panel], grid: Sequence[tuple[int, int]], rows: int, 
         specs[r - 1][c - 1] = {"secondary_y": p.y2_title is not None}
     fig = make_subplots(rows=rows, cols=cols, specs=specs,
                         subplot_titles=[p.title for p in panels], **subplot_kw)
-    if widget_class is not None:
-        fig = widget_class(fig)
     slices, axes = [], []
     legends = {}
     for k, (p, (r, c)) in enumerate(zip(panels, grid)):
@@ -468,6 +486,9 @@ def _build(panels: Sequence[Panel], grid: Sequence[tuple[int, int]], rows: int, 
                                    yanchor="bottom" if bottom else "top",
                                    bgcolor="rgba(255,255,255,0.7)",
                                    font=dict(size=10))
+            if p.legend_corner == "top-wide":
+                legends[legend].update(orientation="h", x=(xd[0] + xd[1]) / 2,
+                                       xanchor="center")
         for tr in fig.data[slices[-1]]:
             if tr.type == "heatmap":  # colour bar beside its own subplot, not the figure's edge
                 tr.colorbar.update(x=xd[1] + 0.005, xanchor="left", y=(yd[0] + yd[1]) / 2,
@@ -475,6 +496,11 @@ def _build(panels: Sequence[Panel], grid: Sequence[tuple[int, int]], rows: int, 
     fig.update_layout(height=height, margin=dict(l=60, r=30, t=50, b=50), barmode="stack",
                       template="plotly_white", hovermode="closest", **legends)
     fig.update_annotations(font_size=13)
+    if widget_class is not None:
+        # Converted last, complete: the widget's first state (sent when its comm opens) holds
+        # every trace. Traces added to a widget travel as separate messages, which a browser
+        # still loading plotly's bundle for it can miss: its views then drew nothing.
+        fig = widget_class(fig)
     return fig, Layout(slices, axes)
 
 
@@ -501,10 +527,11 @@ def dashboard_figure(run: RunData | None = None, view: View | None = None, *,
     Returns the figure and its `Layout`, which `fill` needs to update it in place.
     """
     run = run if run is not None else RunData()
-    fig, layout = _build(PANELS, GRID, 3, 2, 1000, widget_class, horizontal_spacing=0.15,
+    fig, layout = _build(PANELS, GRID, 3, 2, 1000, None, horizontal_spacing=0.15,
                          vertical_spacing=0.09)
     fill(fig, layout, PANELS, run, view or View())
-    return fig, layout
+    # A widget is made from the filled figure: its first state already holds all of it.
+    return (widget_class(fig) if widget_class is not None else fig), layout
 
 
 def panel_figure(panel: Panel, run: RunData, view: View | None = None,
@@ -572,14 +599,28 @@ def layer_explorer_figure(run: RunData, epoch: int | None = None) -> go.Figure:
     for key, props in fill_axes.items():
         fig.layout[layout.axes[1][key]].update(props)
     per = len(styled)
-    buttons = [dict(label=str(name), method="update",
+    choices = [dict(label=str(name), method="update",
                     args=[{"visible": [j // per == i for j in range(len(traces))]},
                           {"annotations[0].text": titles[i][0],
                            "annotations[1].text": titles[i][1]}])
                for i, name in enumerate(names)]
     fig.layout.annotations[0].text, fig.layout.annotations[1].text = titles[0]
-    fig.update_layout(updatemenus=[dict(buttons=buttons, x=0.0, xanchor="left", y=1.22,
-                                        yanchor="bottom", direction="down",
-                                        showactive=True)],
-                      margin=dict(t=110))
+    if len(names) <= MENU_MAX_ITEMS:
+        # An open dropdown lists every layer below itself (~21 px each): the figure grows
+        # so the list ends inside it (19 layers overflowed the 460 px figure).
+        height = max(460, 130 + 21 * len(names))
+        above = 1 + 66 / (height - 160)  # 66 px above the plots, under the 110 px top margin
+        fig.update_layout(updatemenus=[dict(buttons=choices, x=0.0, xanchor="left", y=above,
+                                            yanchor="bottom", direction="down",
+                                            showactive=True, pad={"b": 8})],
+                          height=height, margin=dict(t=110))
+    else:  # a slider scales to any number of layers; the current one is named above it
+        fig.update_layout(sliders=[dict(steps=choices, active=0, x=0.0, len=1.0, y=1.02,
+                                        yanchor="bottom", pad={"t": 0, "b": 10},
+                                        currentvalue={"prefix": "layer: "},
+                                        font={"color": "rgba(0,0,0,0)"})],
+                          margin=dict(t=150))
     return fig
+
+
+MENU_MAX_ITEMS = 30  # more layers than this get a slider instead of a dropdown

@@ -1,8 +1,7 @@
-"""Fixtures and helpers for the viz tests: real tiny runs, a counting comm, event capture.
+"""Helpers shared by the test modules (imported by name; fixtures live in conftest.py).
 
-The viz test modules load this as a plugin (`pytest_plugins = ["conftest_viz"]`), so the
-session fixture is built once for all of them, and import helpers from it; pytest puts
-tests/ on the path. Runs are digits + ResNet-20, 3 epochs, ~1 s each on an idle CPU.
+Tiny real runs on the offline digits data set, the CIFAR subset path, torch on one thread,
+and a stand-in widget comm that counts what a widget sends. pytest puts tests/ on the path.
 """
 
 from __future__ import annotations
@@ -17,8 +16,14 @@ import torch
 from asfp_explorer.config import RunConfig
 from asfp_explorer.engine.events import Event
 
+ROOT = Path(__file__).resolve().parents[1]
+CIFAR_SUBSET = ROOT.parent / "shared" / "data" / "cifar10-subset.npz"
 
-def viz_config(**sections) -> RunConfig:
+requires_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def tiny_config(**sections) -> RunConfig:
+    """A few-second run: digits, ResNet-20, 3 epochs, batches of 64, on the CPU."""
     base = RunConfig().with_changes(training={"epochs": 3, "device": "cpu"},
                                     data={"batch_size": 64})
     return base.with_changes(**sections) if sections else base
@@ -47,28 +52,6 @@ class EventLog:
         self.events.append(event)
 
 
-@pytest.fixture(scope="session")
-def viz_runs(tmp_path_factory) -> dict[str, Path]:
-    """Run directories: asfp (seed 0), sfp (seeds 0 and 1), hard-sfp; 3 epochs each.
-
-    The asfp run also keeps its event list (`viz_runs["asfp_events"]`).
-    """
-    from asfp_explorer.engine import RunHandle
-
-    root = tmp_path_factory.mktemp("viz_runs")
-    out: dict = {}
-    for name, pruning, seed in [("asfp", {"method": "asfp"}, 0), ("sfp0", {"method": "sfp"}, 0),
-                                ("sfp1", {"method": "sfp"}, 1),
-                                ("hard", {"method": "hard-sfp"}, 0)]:
-        log = EventLog()
-        cfg = viz_config(pruning=pruning).with_changes(training={"seed": seed})
-        with one_thread():
-            RunHandle(cfg, root / name, [log]).run()
-        out[name] = root / name
-        out[f"{name}_events"] = log.events
-    return out
-
-
 class CountingComm:
     """A stand-in comm that records what a widget sends (as in ipywidgets' own tests)."""
 
@@ -92,19 +75,15 @@ class CountingComm:
 
     def bytes(self, start: int = 0) -> int:
         """Size of the messages from `start` on, as JSON plus binary buffers."""
-        return sum(len(json.dumps(d, default=_size_only)) + sum(len(memoryview(b).cast("B"))
-                                                                for b in bufs)
+        return sum(len(json.dumps(d, default=str)) + sum(len(memoryview(b).cast("B")) for b in bufs)
                    for d, bufs in self.messages[start:])
 
     def clear(self) -> None:
         self.messages.clear()
 
 
-def _size_only(o):
-    return str(o)
-
-
 def attach(widget, comm: CountingComm | None = None) -> CountingComm:
+    """Give `widget` a counting comm (a fresh one unless `comm` is passed)."""
     comm = comm or CountingComm()
     widget.comm = comm
     return comm
