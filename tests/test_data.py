@@ -48,7 +48,10 @@ def test_npz_validation(tmp_path):
         "negative": {**good, "y_test": np.array([0, -1])},
         "class 0 has no training images": {**good, "y_train": np.array([1, 2, 1, 2]),
                                             "y_test": np.array([1, 2])},  # 1-based labels
-        "class 2 has no training images \\(98 such\\)": {**good, "y_test": np.array([0, 99])},
+        "class 2 has no training images \\(1 such\\)": {**good, "y_train": np.array([0, 1, 0, 3]),
+                                                      "y_test": np.array([0, 3])},
+        # More classes than training images cannot all have one: refused before any work.
+        "label 99 is not allowed": {**good, "y_test": np.array([0, 99])},
     }
     for msg, arrays in cases.items():
         np.savez(f, **arrays)

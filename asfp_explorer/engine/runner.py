@@ -59,6 +59,7 @@ class RunHandle(Control):
         changes: Mapping[str, Mapping[str, Any]] | None = None,
     ):
         self._lock = threading.Lock()
+        self._training_from = -1  # epochs done when the epoch in training started (-1: none)
         self._paused = threading.Event()
         self._stop = threading.Event()
         self._wake = threading.Condition(self._lock)
@@ -263,13 +264,15 @@ class RunHandle(Control):
         """Queue validated changes; returns N, the first epoch trained with them (the metrics
         line `epoch N` is the first that shows them). The run applies them exactly there.
 
-        Held at a boundary (paused), with e epochs done, that is e + 1; otherwise epoch e + 1
-        is in progress and N = e + 2. Read under the boundary's lock, so the answer holds.
+        With e epochs done, N = e + 1 unless epoch e + 1 is already training (its changes
+        were taken at the boundary and its count not yet raised): then N = e + 2. Between
+        epochs (paused, or in an epoch-end observer) that is e + 1. Read under the boundary's
+        lock, so the answer holds.
         """
         validate_changes(self.config, sections, self.trainer.epoch)
         with self._lock:
             done = self.trainer.epoch
-            first = done + 1 if self.held.is_set() else done + 2
+            first = done + 2 if self._training_from == done else done + 1
             self._queued.append((first, {k: dict(v) for k, v in sections.items()}))
         return first
 
@@ -287,6 +290,7 @@ class RunHandle(Control):
         """Changes whose first epoch is the one about to be trained (see `queue_change`)."""
         with self._lock:
             upcoming = self.trainer.epoch + 1
+            self._training_from = self.trainer.epoch  # epoch `upcoming` starts training now
             out = [ch for first, ch in self._queued if first <= upcoming]
             self._queued = [(first, ch) for first, ch in self._queued if first > upcoming]
         return out

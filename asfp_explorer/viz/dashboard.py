@@ -172,7 +172,6 @@ class Dashboard:
         self.controls.save.on_click(lambda _: self._save_clicked())
         self.controls.layer.observe(self._on_layer, names="value")
         self.preview()
-        self.rebuild_figure()  # the widget's first state is the preview: nothing to miss
         if self.fvcore:
             from .compact_macs import warm_up
 
@@ -529,20 +528,6 @@ class Dashboard:
         if not self.run.metrics or self._ended:
             self.view = dataclasses.replace(self.view, plan=plan)
         self.redraw()
-
-    def rebuild_figure(self) -> None:
-        """Replace the (not yet displayed) figure widget by one built from `run` and `view`:
-        its first state holds all of it, which no later update message can lose."""
-        with self.lock:
-            self.view = dataclasses.replace(self.view, plan=self._plan_now())
-            old = self.figure
-            self.figure, self._layout = dashboard_figure(self.run, self.view,
-                                                         widget_class=LiveFigure)
-            self.figure._config = {**self.figure._config, "responsive": True}
-            self.widget.children = tuple(self.figure if c is old else c
-                                         for c in self.widget.children)
-            old.close()
-            self._dirty = False
 
     def redraw(self) -> None:
         """Draw every panel from `run` and `view` (one message)."""

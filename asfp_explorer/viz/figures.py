@@ -457,6 +457,8 @@ def _build(panels: Sequence[Panel], grid: Sequence[tuple[int, int]], rows: int, 
         specs[r - 1][c - 1] = {"secondary_y": p.y2_title is not None}
     fig = make_subplots(rows=rows, cols=cols, specs=specs,
                         subplot_titles=[p.title for p in panels], **subplot_kw)
+    if widget_class is not None:
+        fig = widget_class(fig)
     slices, axes = [], []
     legends = {}
     for k, (p, (r, c)) in enumerate(zip(panels, grid)):
@@ -496,11 +498,6 @@ def _build(panels: Sequence[Panel], grid: Sequence[tuple[int, int]], rows: int, 
     fig.update_layout(height=height, margin=dict(l=60, r=30, t=50, b=50), barmode="stack",
                       template="plotly_white", hovermode="closest", **legends)
     fig.update_annotations(font_size=13)
-    if widget_class is not None:
-        # Converted last, complete: the widget's first state (sent when its comm opens) holds
-        # every trace. Traces added to a widget travel as separate messages, which a browser
-        # still loading plotly's bundle for it can miss: its views then drew nothing.
-        fig = widget_class(fig)
     return fig, Layout(slices, axes)
 
 
@@ -527,11 +524,10 @@ def dashboard_figure(run: RunData | None = None, view: View | None = None, *,
     Returns the figure and its `Layout`, which `fill` needs to update it in place.
     """
     run = run if run is not None else RunData()
-    fig, layout = _build(PANELS, GRID, 3, 2, 1000, None, horizontal_spacing=0.15,
+    fig, layout = _build(PANELS, GRID, 3, 2, 1000, widget_class, horizontal_spacing=0.15,
                          vertical_spacing=0.09)
     fill(fig, layout, PANELS, run, view or View())
-    # A widget is made from the filled figure: its first state already holds all of it.
-    return (widget_class(fig) if widget_class is not None else fig), layout
+    return fig, layout
 
 
 def panel_figure(panel: Panel, run: RunData, view: View | None = None,

@@ -32,23 +32,7 @@ _PENDING = ("_py2js_update", "_py2js_restyle", "_py2js_relayout", "_py2js_addTra
 
 class LiveFigure(go.FigureWidget):
     """FigureWidget with one comm message per `batch_update()` and reload-safe state.
-
-    Its comm opens at the end of the constructor, not in the middle of plotly's: the state
-    the browser gets with it then holds every trace and the layout. (Opened early, it held
-    empty traces, and the figure reached the browser as later messages that a browser still
-    loading plotly's bundle for that widget could miss: dashboards drawn blank.)
     """
-
-    def __init__(self, *args, **kwargs):
-        self._comm_deferred = True
-        super().__init__(*args, **kwargs)
-        self._comm_deferred = False
-        self.open()
-
-    def open(self) -> None:
-        if getattr(self, "_comm_deferred", False):
-            return  # plotly's constructor is still filling the figure in
-        super().open()
 
     def _send_update_msg(self, restyle_data, relayout_data, trace_indexes=None,
                          source_view_id=None):

@@ -28,7 +28,6 @@ def replay_dashboard(cls: type["Dashboard"], run: RunData | str | Path, **kwargs
         dash.run = data
         dash.controls.disable_all()
         dash.set_layers(data.layer_names)
-        dash.rebuild_figure()  # a new widget whose first state is the stored run, complete
         dash.progress.max = max(int(data.config["training"]["epochs"]), 1)
         if data.path is not None:
             dash.run_dir = Path(data.path)
