@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch_pruning_grouped  # noqa: E402
+from speedup import trained_like  # noqa: E402  (one definition, in speedup.py)
 
 from asfp_explorer.export import compact, fuse_for_inference  # noqa: E402
 from asfp_explorer.models import build_model, prunable_layers  # noqa: E402
@@ -46,19 +47,6 @@ from asfp_explorer.models.tracing import trace  # noqa: E402
 from asfp_explorer.schedules import pruned_count  # noqa: E402
 
 SIDES = {"resnet20": 32, "resnet56": 32, "resnet110": 32, "resnet18": 224, "resnet50": 224}
-
-
-def trained_like(model: nn.Module, seed: int = 0) -> nn.Module:
-    """BN statistics and affine parameters away from 0/1, as after training."""
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            n = m.num_features
-            m.weight.data = torch.rand(n, generator=g) + 0.5
-            m.bias.data = torch.randn(n, generator=g) * 0.5
-            m.running_mean = torch.randn(n, generator=g) * 0.5
-            m.running_var = torch.rand(n, generator=g) * 1.5 + 0.5
-    return model.eval()
 
 
 def lowest_l2_masks(model: nn.Module, ratio: float) -> dict[str, torch.Tensor]:

@@ -87,3 +87,17 @@ def attach(widget, comm: CountingComm | None = None) -> CountingComm:
     comm = comm or CountingComm()
     widget.comm = comm
     return comm
+
+
+def randomise_bn(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """BN statistics and affine parameters away from 0/1, so pruned filters output constants
+    (as after training). The model's train/eval mode is left as it was."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            n = m.num_features
+            m.weight.data = torch.rand(n, generator=g) + 0.5
+            m.bias.data = torch.randn(n, generator=g) * 0.5
+            m.running_mean = torch.randn(n, generator=g) * 0.5
+            m.running_var = torch.rand(n, generator=g) * 1.5 + 0.5
+    return model

@@ -28,23 +28,11 @@ from asfp_explorer.export.timing import spread
 from asfp_explorer.flops import MacCounter, fvcore_conv_macs
 from asfp_explorer.models import build_model, prunable_layers
 from asfp_explorer.models.cifar_resnet import BasicBlock, CifarResNet
+from support import randomise_bn
 
 CIFAR = ["resnet20", "resnet32", "resnet56", "resnet110"]
 IMAGENET = ["resnet18", "resnet34", "resnet50", "resnet101"]
 SIDE = {**{n: 32 for n in CIFAR}, **{n: 64 for n in IMAGENET}}  # small inputs: 2 CPU cores
-
-
-def randomise_bn(model: nn.Module, seed: int = 0) -> nn.Module:
-    """BN statistics and affine parameters away from 0/1, so pruned filters output constants."""
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            n = m.num_features
-            m.weight.data = torch.rand(n, generator=g) + 0.5
-            m.bias.data = torch.randn(n, generator=g) * 0.5
-            m.running_mean = torch.randn(n, generator=g) * 0.5
-            m.running_var = torch.rand(n, generator=g) * 1.5 + 0.5
-    return model
 
 
 def random_masks(model: nn.Module, ratio: float | None, seed: int, input_size=None) -> dict[str, torch.Tensor]:

@@ -15,21 +15,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import support
 from asfp_explorer.export import compact
 from asfp_explorer.models.tracing import TraceError, trace
 
 
 def randomise_bn(model: nn.Module, seed: int = 0) -> nn.Module:
-    """BN statistics and affine parameters away from 0/1, so pruned filters output constants."""
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            n = m.num_features
-            m.weight.data = torch.rand(n, generator=g) + 0.5
-            m.bias.data = torch.randn(n, generator=g) * 0.5
-            m.running_mean = torch.randn(n, generator=g) * 0.5
-            m.running_var = torch.rand(n, generator=g) * 1.5 + 0.5
-    return model.eval()
+    """The shared trained-like BN values (tests/support.py), in eval mode."""
+    return support.randomise_bn(model, seed).eval()
 
 
 def masked_reference(model: nn.Module, masks) -> nn.Module:

@@ -8,21 +8,14 @@ import pytest
 import torch
 from torch import nn
 
+import support
 from asfp_explorer.export import ScatterAddInPlace, compact, fuse_for_inference, load_compact, save_compact
 from asfp_explorer.models import build_model, prunable_layers
 
 
 def randomise_bn(model: nn.Module, seed: int = 0) -> nn.Module:
-    """BN statistics and affine parameters away from 0/1, so pruned filters output constants."""
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            n = m.num_features
-            m.weight.data = torch.rand(n, generator=g) + 0.5
-            m.bias.data = torch.randn(n, generator=g) * 0.5
-            m.running_mean = torch.randn(n, generator=g) * 0.5
-            m.running_var = torch.rand(n, generator=g) * 1.5 + 0.5
-    return model.eval()
+    """The shared trained-like BN values (tests/support.py), in eval mode."""
+    return support.randomise_bn(model, seed).eval()
 
 
 def random_masks(model: nn.Module, ratio: float, seed: int) -> dict[str, torch.Tensor]:
