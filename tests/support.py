@@ -7,6 +7,7 @@ and a stand-in widget comm that counts what a widget sends. pytest puts tests/ o
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 from pathlib import Path
 
@@ -101,3 +102,15 @@ def randomise_bn(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
             m.running_mean = torch.randn(n, generator=g) * 0.5
             m.running_var = torch.rand(n, generator=g) * 1.5 + 0.5
     return model
+
+
+def masked_reference(model: torch.nn.Module, masks) -> torch.nn.Module:
+    """The masked model, written out plainly: zero the pruned filters' weights and biases."""
+    ref = copy.deepcopy(model).eval()
+    modules = dict(ref.named_modules())
+    with torch.no_grad():
+        for name, mask in masks.items():
+            modules[name].weight[~mask] = 0
+            if modules[name].bias is not None:
+                modules[name].bias[~mask] = 0
+    return ref

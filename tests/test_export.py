@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import statistics
 import threading
@@ -28,7 +27,7 @@ from asfp_explorer.export.timing import spread
 from asfp_explorer.flops import MacCounter, fvcore_conv_macs
 from asfp_explorer.models import build_model, prunable_layers
 from asfp_explorer.models.cifar_resnet import BasicBlock, CifarResNet
-from support import randomise_bn
+from support import masked_reference, randomise_bn
 
 CIFAR = ["resnet20", "resnet32", "resnet56", "resnet110"]
 IMAGENET = ["resnet18", "resnet34", "resnet50", "resnet101"]
@@ -46,18 +45,6 @@ def random_masks(model: nn.Module, ratio: float | None, seed: int, input_size=No
         mask[torch.randperm(n, generator=g)[:keep]] = True
         masks[name] = mask
     return masks
-
-
-def masked_reference(model: nn.Module, masks) -> nn.Module:
-    """The masked model, written out plainly: zero the pruned filters' weights and biases."""
-    ref = copy.deepcopy(model).eval()
-    modules = dict(ref.named_modules())
-    with torch.no_grad():
-        for name, mask in masks.items():
-            modules[name].weight[~mask] = 0
-            if modules[name].bias is not None:
-                modules[name].bias[~mask] = 0
-    return ref
 
 
 def assert_equivalent(model, small, masks, shape):

@@ -8,8 +8,6 @@
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -18,23 +16,12 @@ from torch import nn
 import support
 from asfp_explorer.export import compact
 from asfp_explorer.models.tracing import TraceError, trace
+from support import masked_reference
 
 
 def randomise_bn(model: nn.Module, seed: int = 0) -> nn.Module:
     """The shared trained-like BN values (tests/support.py), in eval mode."""
     return support.randomise_bn(model, seed).eval()
-
-
-def masked_reference(model: nn.Module, masks) -> nn.Module:
-    """The masked model, written out plainly: zero the pruned filters' weights and biases."""
-    ref = copy.deepcopy(model).eval()
-    modules = dict(ref.named_modules())
-    with torch.no_grad():
-        for name, mask in masks.items():
-            modules[name].weight[~mask] = 0
-            if modules[name].bias is not None:
-                modules[name].bias[~mask] = 0
-    return ref
 
 
 def half_masks(model: nn.Module, names) -> dict[str, torch.Tensor]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 from torch import nn
@@ -11,6 +9,7 @@ from torch import nn
 import support
 from asfp_explorer.export import ScatterAddInPlace, compact, fuse_for_inference, load_compact, save_compact
 from asfp_explorer.models import build_model, prunable_layers
+from support import masked_reference
 
 
 def randomise_bn(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -27,16 +26,6 @@ def random_masks(model: nn.Module, ratio: float, seed: int) -> dict[str, torch.T
         mask[torch.randperm(n, generator=g)[: n - int(n * ratio)]] = True
         masks[name] = mask
     return masks
-
-
-def masked_reference(model: nn.Module, masks) -> nn.Module:
-    """The masked model, written out plainly: zero the pruned filters' weights."""
-    ref = copy.deepcopy(model).eval()
-    modules = dict(ref.named_modules())
-    with torch.no_grad():
-        for name, mask in masks.items():
-            modules[name].weight[~mask] = 0
-    return ref
 
 
 def check(model, fused, masks, shape):
