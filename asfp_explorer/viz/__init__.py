@@ -4,6 +4,7 @@
     dash = Dashboard(config, run_dir="runs/asfp"); dash.show()   # live, trains in the background
     compare(["runs/asfp", "runs/sfp"])                          # overlaid figures of finished runs
     report_html("runs/asfp", "asfp.html")                       # a page that needs no server
+    slot = FigureSlot(); dash.then(lambda: slot.draw(compare([...])))  # a figure drawn later
 
 Note: `asfp_explorer.viz.compare` is the function; the module of the same name is
 `sys.modules["asfp_explorer.viz.compare"]` (import from it with `from ... import`).
@@ -14,7 +15,7 @@ from __future__ import annotations
 from .compare import compare, compare_html, report_html
 from .figures import Plan, View, dashboard_figure, schedule_figure
 
-__all__ = ["Dashboard", "Plan", "View", "compare", "compare_html", "dashboard_figure",
+__all__ = ["Dashboard", "FigureSlot", "Plan", "View", "compare", "compare_html", "dashboard_figure",
            "report_html", "schedule_figure"]
 
 
@@ -24,4 +25,8 @@ def __getattr__(name: str):
         from .dashboard import Dashboard
 
         return Dashboard
+    if name == "FigureSlot":
+        from .figure_slot import FigureSlot
+
+        return FigureSlot
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

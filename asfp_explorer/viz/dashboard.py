@@ -13,7 +13,8 @@ Costs, by design:
 - the observer on the training thread appends the event to a deque: a few microseconds, and
   it never waits on the browser;
 - a refresher thread folds queued events into a `RunData` and redraws at most `refresh_hz`
-  times a second; every refresh assigns a fixed set of traces inside one `batch_update()`,
+  times a second, and less often when redraws are slow: they take at most `busy_share` (3 %)
+  of the wall time; every refresh assigns a fixed set of traces inside one `batch_update()`,
   which `LiveFigure` sends as one comm message;
 - one FigureWidget for all six panels (each FigureWidget ships plotly's ~5 MB bundle);
 - fvcore's count of the compact model runs off the training thread (`compact_macs`).
@@ -100,17 +101,23 @@ class Dashboard:
     `config`: the starting configuration (the controls edit a copy). `run_dir`: where the run
     is recorded (None: in memory only); `overwrite=True` lets Start replace an earlier run
     there. `refresh_hz`: the most redraws per second (0: only when `refresh()` is called).
+    `busy_share`: the most of the wall time redraws may take (they compete with training for
+    the GIL and the cores; default 0.03 = 3 %).
     `model` / `dataset`: your own `nn.Module` (each Start trains a fresh copy of it) and
     `data.Dataset` instead of the configured ones.
     """
 
     def __init__(self, config: RunConfig | None = None, run_dir: str | Path | None = None, *,
-                 overwrite: bool = False, refresh_hz: float = 4.0, fvcore: bool = True,
+                 overwrite: bool = False, refresh_hz: float = 4.0, busy_share: float = 0.03,
+                 fvcore: bool = True,
                  title: str | None = None, model: Any = None, dataset: Any = None):
         self.base = config or RunConfig()
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.overwrite = overwrite
         self.refresh_hz = refresh_hz
+        if not 0.0 < busy_share <= 1.0:
+            raise ValueError(f"busy_share: {busy_share!r} is not allowed; expected a share in (0, 1]")
+        self.busy_share = busy_share
         self.own_model, self.own_dataset = model, dataset
         # fvcore counts rebuild the model from its name in another process: not for your own.
         self.fvcore = fvcore and model is None
@@ -430,6 +437,7 @@ class Dashboard:
         self._events.append(event)
         if event.kind is EventKind.RUN_END:
             self.run_ended.set()  # a run queued after this one may start
+            self._wake.set()  # draw the end now, not after the refresher's wait
         self.stats.observer_ns.append(time.perf_counter_ns() - t0)
 
     # ------------------------------------------------------------------ refresher thread
@@ -438,14 +446,22 @@ class Dashboard:
         # A timer, not a wake-up per event: at most `refresh_hz` redraws a second, and events
         # that arrive in between are drawn together. `_wake` cuts a wait short (a button,
         # close()).
+        # A redraw is pure Python (plotly's validation, JSON) and holds the GIL, which the
+        # training thread needs to launch every op: the wait after a redraw grows with its cost,
+        # so redraws take at most `busy_share` of the wall time (measured: benchmarks/
+        # overhead.py). Short epochs are then drawn several at a time, never slowed by more.
         period = 1.0 / self.refresh_hz
+        wait = period
         while not self._closing:
-            self._wake.wait(timeout=period)
+            self._wake.wait(timeout=wait)
             self._wake.clear()
+            t0 = time.perf_counter()
             try:
                 self.refresh()
             except Exception as e:  # keep the thread (and the run) alive; say what broke
                 self.controls.say(f"dashboard refresh failed: {one_line(e)}", "error")
+            spent = time.perf_counter() - t0
+            wait = max(period, spent * (1.0 / self.busy_share - 1.0))
             if self._ended and not self._events and (self._flops is None or self._flops.idle()):
                 self.refresh()  # the last fvcore result, if it landed after the draw above
                 self._after_refresh()
