@@ -1,7 +1,9 @@
 """What watching costs: a plain PyTorch loop vs the explorer vs the explorer with a dashboard.
 
 Side by side in one process, whole runs alternating (plain, explorer, explorer without the
-unmasked evaluation, explorer + live dashboard), repeated `--rounds` times. An epoch's cost is
+unmasked evaluation, explorer on a background thread, explorer + live dashboard), repeated
+`--rounds` times. The dashboard trains on a background thread so that the kernel stays free;
+"explorer, background thread" is that thread without the figures. An epoch's cost is
 the time between consecutive epoch ends, so everything that runs per epoch counts (the
 evaluations, the mask update, the recorder's files, the checkpoint, observers); the first
 epoch of every run is dropped (warm-up). Prints seconds per epoch (median and the spread
@@ -115,6 +117,18 @@ def explorer(config: RunConfig, epochs: int, parts: Parts | None = None) -> list
         return clock.epochs()
 
 
+def explorer_in_thread(config: RunConfig, epochs: int) -> list[float]:
+    """As `explorer`, but trained on a background thread (`RunHandle.start()`), as the
+    dashboard trains: separates the cost of the thread from the cost of the figures."""
+    with tempfile.TemporaryDirectory() as tmp:
+        handle = RunHandle(config.with_changes(training={"epochs": epochs}), Path(tmp) / "run")
+        clock = EpochClock()
+        handle.trainer.add_observer(clock)
+        handle.start()
+        handle.wait()
+        return clock.epochs()
+
+
 def with_dashboard(config: RunConfig, epochs: int) -> list[float]:
     """Seconds per epoch with a live Dashboard (FigureWidgets without a front end)."""
     from asfp_explorer.viz.dashboard import Dashboard
@@ -146,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--no-dashboard", action="store_true")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--configs", default=None,
+                   help="semicolon-separated subset of the configurations by name (the plain loop "
+                        "always runs: it is the reference)")
     p.add_argument("--fast", action="store_true",
                    help="also time the explorer with bf16 autocast + channels_last (GPU options)")
     args = p.parse_args(argv)
@@ -181,7 +198,18 @@ def main(argv: list[str] | None = None) -> int:
                 cfg.with_changes(training={"precision": "bf16", "channels_last": True}),
                 args.epochs)
         if not args.no_dashboard:
+            configs["explorer, background thread"] = lambda cfg=cfg: explorer_in_thread(
+                cfg, args.epochs)
             configs["explorer + dashboard"] = lambda cfg=cfg: with_dashboard(cfg, args.epochs)
+            configs["explorer + dashboard, no unmasked eval"] = lambda cfg=cfg: with_dashboard(
+                cfg.with_changes(training={"eval_unmasked": False}), args.epochs)
+        if args.configs is not None:
+            wanted = {c.strip() for c in args.configs.split(";")}
+            unknown = wanted - set(configs)
+            if unknown:
+                p.error(f"--configs: {', '.join(sorted(unknown))} not allowed; expected names "
+                        f"from: {', '.join(configs)}")
+            configs = {k: v for k, v in configs.items() if k == "plain loop" or k in wanted}
         times: dict[str, list[float]] = {k: [] for k in configs}
         for _ in range(args.rounds):
             for name, fn in configs.items():  # alternate whole runs

@@ -227,7 +227,8 @@ def test_tutorial_in_jupyterlab(lab):
         _shot(page, "03-sfp-dashboard.png", sfp)
         _shot(page, "04-hard-asfp-dashboard.png", dashboards.nth(2))
         _shot(page, "05-your-own-cnn.png", mine)
-        _shot(page, "06-compare.png", page.locator(".js-plotly-plot").nth(4))
+        _shot(page, "06-compare.png", page.locator(".js-plotly-plot").nth(3))
+        _shot(page, "06-compare-diagnostics.png", page.locator(".js-plotly-plot").nth(4))
 
         # A PNG from the Save button, in the run's folder.
         asfp.locator("button:has-text('Save figure')").click()

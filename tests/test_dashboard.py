@@ -511,3 +511,18 @@ def test_a_control_echoing_its_value_records_no_change(tmp_path):
     dash.resume()
     assert dash.wait() == "finished"
     assert [e for e in dash.run.events if e["event"] == "parameters_changed"] == []
+
+
+def test_redraws_take_at_most_their_share_of_the_wall_time():
+    from asfp_explorer.viz.pacing import next_wait
+
+    assert next_wait(0.001, 0.25) == 0.25  # cheap redraws: the refresh rate decides
+    for spent in (0.01, 0.1, 1.0):  # slow ones: redraw time / wall time is the share
+        wait = next_wait(spent, 0.0, busy_share=0.05)
+        assert spent / (spent + wait) == pytest.approx(0.05)
+    assert next_wait(0.06, 0.25, busy_share=1.0) == 0.25  # a share of 1 never waits longer
+
+
+def test_busy_share_is_checked():
+    with pytest.raises(ValueError, match=r"busy_share: 0 is not allowed; expected a share in"):
+        Dashboard(viz_config(), refresh_hz=0, fvcore=False, busy_share=0)

@@ -47,6 +47,7 @@ from .dashboard_export import CompactExport, default_figure_path
 from .diagnostics_pane import DiagnosticsPane
 from .figures import PANELS, Plan, View, dashboard_figure, fill
 from .live_figure import LiveFigure
+from .pacing import DEFAULT_BUSY_SHARE, check_busy_share, next_wait
 from .steering import LIVE, Steering
 
 STATUS_LEVEL = {"finished": "ok", "stopped": "warn", "diverged": "error", "failed": "error"}
@@ -108,16 +109,15 @@ class Dashboard:
     """
 
     def __init__(self, config: RunConfig | None = None, run_dir: str | Path | None = None, *,
-                 overwrite: bool = False, refresh_hz: float = 4.0, busy_share: float = 0.03,
+                 overwrite: bool = False, refresh_hz: float = 4.0,
+                 busy_share: float = DEFAULT_BUSY_SHARE,
                  fvcore: bool = True,
                  title: str | None = None, model: Any = None, dataset: Any = None):
         self.base = config or RunConfig()
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.overwrite = overwrite
         self.refresh_hz = refresh_hz
-        if not 0.0 < busy_share <= 1.0:
-            raise ValueError(f"busy_share: {busy_share!r} is not allowed; expected a share in (0, 1]")
-        self.busy_share = busy_share
+        self.busy_share = check_busy_share(busy_share)
         self.own_model, self.own_dataset = model, dataset
         # fvcore counts rebuild the model from its name in another process: not for your own.
         self.fvcore = fvcore and model is None
@@ -446,10 +446,8 @@ class Dashboard:
         # A timer, not a wake-up per event: at most `refresh_hz` redraws a second, and events
         # that arrive in between are drawn together. `_wake` cuts a wait short (a button,
         # close()).
-        # A redraw is pure Python (plotly's validation, JSON) and holds the GIL, which the
-        # training thread needs to launch every op: the wait after a redraw grows with its cost,
-        # so redraws take at most `busy_share` of the wall time (measured: benchmarks/
-        # overhead.py). Short epochs are then drawn several at a time, never slowed by more.
+        # The wait after a redraw grows with its cost (`pacing`): short epochs are drawn
+        # several at a time rather than slowed by more than `busy_share`.
         period = 1.0 / self.refresh_hz
         wait = period
         while not self._closing:
@@ -460,8 +458,7 @@ class Dashboard:
                 self.refresh()
             except Exception as e:  # keep the thread (and the run) alive; say what broke
                 self.controls.say(f"dashboard refresh failed: {one_line(e)}", "error")
-            spent = time.perf_counter() - t0
-            wait = max(period, spent * (1.0 / self.busy_share - 1.0))
+            wait = next_wait(time.perf_counter() - t0, period, self.busy_share)
             if self._ended and not self._events and (self._flops is None or self._flops.idle()):
                 self.refresh()  # the last fvcore result, if it landed after the draw above
                 self._after_refresh()

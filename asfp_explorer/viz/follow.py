@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..store.follow import FollowItem, RunFollower
+from .pacing import next_wait
 
 if TYPE_CHECKING:
     from .dashboard import Dashboard
@@ -51,7 +52,11 @@ def follow_dashboard(cls: type["Dashboard"], run_dir: str | Path, *,
 
 
 def _follow_loop(dash: "Dashboard", follower: RunFollower, poll_seconds: float) -> None:
+    # As the live refresher (`pacing`): redraws take at most `dash.busy_share` of the wall
+    # time, so a follower beside training on a small machine leaves it its cores.
+    wait = poll_seconds
     while not dash._closing:
+        t0 = time.perf_counter()
         try:
             with dash.lock:
                 items = follower.poll()
@@ -61,8 +66,9 @@ def _follow_loop(dash: "Dashboard", follower: RunFollower, poll_seconds: float) 
             from .dashboard import one_line
 
             dash.controls.say(f"following failed once: {one_line(e)}", "error")
+        wait = next_wait(time.perf_counter() - t0, poll_seconds, dash.busy_share)
         # close() sets _wake: the wait is cut short and the loop ends.
-        dash._wake.wait(timeout=poll_seconds)
+        dash._wake.wait(timeout=wait)
         dash._wake.clear()
 
 
