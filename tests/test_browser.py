@@ -280,7 +280,7 @@ def test_tutorial_in_jupyterlab(lab):
         page.wait_for_selector("text=| Idle", timeout=120_000)
         # The first dashboard comes back as it was, with the slider's change. The test does not
         # require every output back: in the full tutorial jupyterlab-widgets drew all eight
-        # figures in 4 of 6 reloads and only the first 3-4 in the others ("model not found"
+        # figures in 5 of 10 reloads and only the first 3-4 in the others ("model not found"
         # for the later outputs, although the kernel's answer held them and arrived in under
         # a second); docs/dashboard.md, known limits. It prints how many came back.
         try:
