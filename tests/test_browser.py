@@ -266,8 +266,8 @@ def test_tutorial_in_jupyterlab(lab):
         # A reload (kernel alive): the dashboards come back with their data (the bug was blank
         # figures). The notebook is saved first, as Lab's autosave would: a reload reads the
         # outputs (the widget views) from the file and their state from the kernel.
-        # Frame events copy every payload out of the browser, which slows the restore; the
-        # traffic counted above is the run's.
+        # The traffic counted above is the run's: frame events would copy the 26 MB restore
+        # message out of the browser too.
         page.remove_listener("websocket", on_ws)
         page.keyboard.press("Control+s")
         saved_nb = work / "tutorial.ipynb"
