@@ -270,6 +270,15 @@ class RunConfig:
         return yaml.safe_dump(d, sort_keys=False)
 
     @classmethod
+    def from_yaml_file(cls, path: str) -> "RunConfig":
+        """`from_yaml` of a file (`--config`); a one-line ConfigError when it is not one."""
+        from pathlib import Path
+
+        if not Path(path).is_file():
+            raise ConfigError(f"config: {path!r} is not a file")
+        return cls.from_yaml(Path(path).read_text())
+
+    @classmethod
     def from_yaml(cls, text: str) -> "RunConfig":
         import yaml
 

@@ -114,3 +114,16 @@ def masked_reference(model: torch.nn.Module, masks) -> torch.nn.Module:
             if modules[name].bias is not None:
                 modules[name].bias[~mask] = 0
     return ref
+
+
+def assert_equivalent(model: torch.nn.Module, small: torch.nn.Module, masks, shape,
+                      rtol: float = 1e-4) -> None:
+    """`small` computes what the masked `model` does on a seeded input of `shape`, to `rtol`
+    of the largest output."""
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        want = masked_reference(model, masks)(x)
+        got = small(x)
+    assert got.shape == want.shape
+    err = (got - want).abs().max().item()
+    assert err <= rtol * want.abs().max().item(), err

@@ -27,7 +27,7 @@ from asfp_explorer.export.timing import spread
 from asfp_explorer.flops import MacCounter, fvcore_conv_macs
 from asfp_explorer.models import build_model, prunable_layers
 from asfp_explorer.models.cifar_resnet import BasicBlock, CifarResNet
-from support import masked_reference, randomise_bn
+from support import assert_equivalent, masked_reference, randomise_bn
 
 CIFAR = ["resnet20", "resnet32", "resnet56", "resnet110"]
 IMAGENET = ["resnet18", "resnet34", "resnet50", "resnet101"]
@@ -45,16 +45,6 @@ def random_masks(model: nn.Module, ratio: float | None, seed: int, input_size=No
         mask[torch.randperm(n, generator=g)[:keep]] = True
         masks[name] = mask
     return masks
-
-
-def assert_equivalent(model, small, masks, shape):
-    x = torch.randn(shape, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        want = masked_reference(model, masks)(x)
-        got = small(x)
-    assert got.shape == want.shape
-    err = (got - want).abs().max().item()
-    assert err <= 1e-4 * want.abs().max().item(), err
 
 
 SLOW = {"resnet110", "resnet101"}  # a few seconds each on 2 CPU cores

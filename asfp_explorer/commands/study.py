@@ -69,17 +69,10 @@ def _split(name: str, text: str, kind: type) -> tuple:
 
 def grid_and_config(args) -> tuple[Any, RunConfig]:
     """(StudyGrid, base RunConfig) from --config, then --preset, then the flags."""
-    from pathlib import Path
 
     from ..study import StudyGrid, preset_grid
 
-    if args.config:
-        path = Path(args.config)
-        if not path.is_file():
-            raise ConfigError(f"config: {args.config!r} is not a file")
-        base = RunConfig.from_yaml(path.read_text())
-    else:
-        base = RunConfig()
+    base = RunConfig.from_yaml_file(args.config) if args.config else RunConfig()
     grid: dict[str, Any] = {k: _split(k, v, str) for k, v in DEFAULT_GRID.items()}
     if args.preset:
         changes, preset = preset_grid(args.preset)

@@ -83,10 +83,7 @@ def config_from_args(args) -> RunConfig:
 
         config = paper_preset(preset).config(args.data_path)
     elif args.config:
-        path = Path(args.config)
-        if not path.is_file():
-            raise ConfigError(f"config: {args.config!r} is not a file")
-        config = RunConfig.from_yaml(path.read_text())
+        config = RunConfig.from_yaml_file(args.config)
     else:
         config = RunConfig()
     sections = {
