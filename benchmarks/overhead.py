@@ -2,8 +2,10 @@
 
 Side by side in one process, whole runs alternating (plain, explorer, explorer without the
 unmasked evaluation, explorer on a background thread, explorer + live dashboard), repeated
-`--rounds` times. The dashboard trains on a background thread so that the kernel stays free;
-"explorer, background thread" is that thread without the figures. An epoch's cost is
+`--rounds` times. The dashboard trains in a child process by default (its `worker`), or on a
+background thread ("thread"); "explorer, child process" and "explorer, background thread"
+are those without the figures. For a child process, epoch ends are taken as its events
+arrive here. An epoch's cost is
 the time between consecutive epoch ends, so everything that runs per epoch counts (the
 evaluations, the mask update, the recorder's files, the checkpoint, observers); the first
 epoch of every run is dropped (warm-up). Prints seconds per epoch (median and the spread
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -129,18 +132,32 @@ def explorer_in_thread(config: RunConfig, epochs: int) -> list[float]:
         return clock.epochs()
 
 
-def with_dashboard(config: RunConfig, epochs: int) -> list[float]:
-    """Seconds per epoch with a live Dashboard (FigureWidgets without a front end)."""
+def explorer_in_process(config: RunConfig, epochs: int) -> list[float]:
+    """As `explorer`, but trained in a child process (`ProcessRunHandle`), as the dashboard
+    trains by default; epoch ends are taken as the events arrive in this process."""
+    from asfp_explorer.engine import ProcessRunHandle
+
+    with tempfile.TemporaryDirectory() as tmp:
+        clock = EpochClock()
+        handle = ProcessRunHandle(config.with_changes(training={"epochs": epochs}),
+                                  Path(tmp) / "run", [clock])
+        handle.run()
+        return clock.epochs()
+
+
+def with_dashboard(config: RunConfig, epochs: int, worker: str) -> list[float]:
+    """Seconds per epoch with a live Dashboard (FigureWidgets without a front end) training
+    in `worker` ("process" or "thread")."""
     from asfp_explorer.viz.dashboard import Dashboard
 
     with tempfile.TemporaryDirectory() as tmp:
         dash = Dashboard(config.with_changes(training={"epochs": epochs}), Path(tmp) / "run",
-                         fvcore=False)
+                         fvcore=False, worker=worker)
         clock = EpochClock()
         handle = dash.start()
         if handle is None:
-            raise SystemExit("the dashboard refused to start")
-        handle.trainer.add_observer(clock)  # the first epoch end it sees starts the clock
+            raise SystemExit(f"the dashboard refused to start: {dash.controls.message.value}")
+        handle.add_observer(clock)  # the first epoch end it sees starts the clock
         handle.wait()
         dash.close() if hasattr(dash, "close") else None
         return clock.epochs()
@@ -163,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--configs", default=None,
                    help="semicolon-separated subset of the configurations by name (the plain loop "
                         "always runs: it is the reference)")
+    p.add_argument("--load", type=int, default=0,
+                   help="run a busy torch loop with this many threads in another process "
+                        "throughout (contention, as from other work on the machine); 0: none")
     p.add_argument("--fast", action="store_true",
                    help="also time the explorer with bf16 autocast + channels_last (GPU options)")
     args = p.parse_args(argv)
@@ -183,9 +203,26 @@ def main(argv: list[str] | None = None) -> int:
                 data={"name": "npz", "path": args.cifar, "train_subset": args.cifar_images})
         else:
             p.error(f"--data: {name!r} is not allowed; expected digits or cifar")
+    load = start_load(args.load) if args.load > 0 else None
+    try:
+        return measure(args, p, sets)
+    finally:
+        if load is not None:
+            load.kill()
+
+
+def start_load(threads: int) -> subprocess.Popen:
+    """Another process that keeps `threads` cores busy with small torch ops until killed."""
+    code = (f"import torch\ntorch.set_num_threads({threads})\na = torch.randn(64, 64)\n"
+            "while True:\n    a = (a @ a).tanh()\n")
+    return subprocess.Popen([sys.executable, "-c", code])
+
+
+def measure(args, p: argparse.ArgumentParser, sets: dict[str, RunConfig]) -> int:
     where = torch.cuda.get_device_name() if args.device == "cuda" else "CPU"
     print(f"{where}, torch {torch.__version__}, {torch.get_num_threads()} threads, denormals flushed; "
-          f"{args.rounds} rounds x {args.epochs} epochs per configuration, first epoch dropped")
+          f"{args.rounds} rounds x {args.epochs} epochs per configuration, first epoch dropped"
+          + (f"; a {args.load}-thread torch loop runs beside" if args.load else ""))
     for label, cfg in sets.items():
         configs: dict[str, Callable[[], list[float]]] = {
             "plain loop": lambda cfg=cfg: plain_loop(cfg, args.epochs),
@@ -200,9 +237,15 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_dashboard:
             configs["explorer, background thread"] = lambda cfg=cfg: explorer_in_thread(
                 cfg, args.epochs)
-            configs["explorer + dashboard"] = lambda cfg=cfg: with_dashboard(cfg, args.epochs)
-            configs["explorer + dashboard, no unmasked eval"] = lambda cfg=cfg: with_dashboard(
-                cfg.with_changes(training={"eval_unmasked": False}), args.epochs)
+            configs["explorer, child process"] = lambda cfg=cfg: explorer_in_process(
+                cfg, args.epochs)
+            configs["explorer + dashboard (process)"] = lambda cfg=cfg: with_dashboard(
+                cfg, args.epochs, "process")
+            configs["explorer + dashboard (thread)"] = lambda cfg=cfg: with_dashboard(
+                cfg, args.epochs, "thread")
+            configs["explorer + dashboard (process), no unmasked eval"] = \
+                lambda cfg=cfg: with_dashboard(cfg.with_changes(
+                    training={"eval_unmasked": False}), args.epochs, "process")
         if args.configs is not None:
             wanted = {c.strip() for c in args.configs.split(";")}
             unknown = wanted - set(configs)

@@ -93,7 +93,9 @@ def test_the_observer_only_queues(viz_runs):
 
 def _pause_after(dash: Dashboard, epoch: int) -> None:
     """Pause the dashboard's next run from its own training thread once `epoch` has ended,
-    so it holds at exactly that boundary (no race with a test thread)."""
+    so it holds at exactly that boundary (no race with a test thread). Only a thread worker
+    runs observers on the training thread: this sets it."""
+    dash.worker = "thread"
     observe = dash._observe
 
     def hook(event):

@@ -1,4 +1,5 @@
-"""Training engine: events, the trainer (the loop) and a run handle (background thread).
+"""Training engine: events, the trainer (the loop) and run handles (a background thread,
+`RunHandle`, or a child process, `ProcessRunHandle`).
 
 `RunHandle` and `Trainer` load on first use (PEP 562): the run store imports the event
 vocabulary (`engine.events`, which imports nothing of the project), and the runner imports
@@ -12,10 +13,11 @@ from typing import TYPE_CHECKING, Any
 from .events import EpochSnapshot, Event, EventKind
 
 if TYPE_CHECKING:
+    from .process_runner import ProcessRunHandle
     from .runner import RunHandle
     from .trainer import Trainer
 
-__all__ = ["Event", "EpochSnapshot", "EventKind", "RunHandle", "Trainer"]
+__all__ = ["Event", "EpochSnapshot", "EventKind", "ProcessRunHandle", "RunHandle", "Trainer"]
 
 
 def __getattr__(name: str) -> Any:
@@ -23,6 +25,10 @@ def __getattr__(name: str) -> Any:
         from .runner import RunHandle
 
         return RunHandle
+    if name == "ProcessRunHandle":
+        from .process_runner import ProcessRunHandle
+
+        return ProcessRunHandle
     if name == "Trainer":
         from .trainer import Trainer
 

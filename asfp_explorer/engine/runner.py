@@ -195,6 +195,10 @@ class RunHandle(Control):
         self._thread.start()
         return self
 
+    def add_observer(self, observer: Observer) -> None:
+        """Watch the run's events too (on the training thread; see `engine.events`)."""
+        self.trainer.add_observer(observer)
+
     def wait(self, timeout: float | None = None) -> str:
         """Block until the background run ends (or `timeout` seconds); returns the status."""
         if self._thread is not None:

@@ -1,7 +1,7 @@
 """The live dashboard: controls, a status line and one figure, training in the background.
 
     dash = Dashboard(config, run_dir="runs/asfp")
-    dash.show()               # lays out the widgets and starts training in a background thread
+    dash.show()               # lays out the widgets and starts training in a child process
     dash.then(other)          # `other` starts when this run ends; the cell returns at once
 
 This module is the view: widgets, the refresher that folds events into a `RunData` and
@@ -10,8 +10,10 @@ slider does to the run), `replay.py` (a stored run), `dashboard_export.py` (the 
 and figure files), `live_figure.py` (the FigureWidget), `..prediction` (predicted MACs).
 
 Costs, by design:
-- the observer on the training thread appends the event to a deque: a few microseconds, and
-  it never waits on the browser;
+- training runs in a child process (`engine.ProcessRunHandle`; `worker="thread"` keeps it
+  in a thread of the kernel); the observer, on the thread that receives its events (or on
+  the training thread), appends the event to a deque: a few microseconds, and it never
+  waits on the browser;
 - a refresher thread folds queued events into a `RunData` and redraws at most `refresh_hz`
   times a second, and less often when redraws are slow: they take at most `busy_share` (3 %)
   of the wall time; every refresh assigns a fixed set of traces inside one `batch_update()`,
@@ -39,6 +41,7 @@ import numpy as np
 
 from ..config import RunConfig
 from ..engine.events import Event, EventKind
+from ..engine.process_runner import can_run_in_process
 from ..engine.queue import RunQueue
 from ..store import RunData
 from .compact_macs import CompactMacsWorker
@@ -52,6 +55,7 @@ from .steering import LIVE, Steering
 
 STATUS_LEVEL = {"finished": "ok", "stopped": "warn", "diverged": "error", "failed": "error"}
 MAC_TIP = "MACs = multiply-accumulates of conv layers (fvcore&#39;s convention)"
+WORKERS = ("process", "thread")
 WAIT_NOTE = ("wait(): the dashboard's buttons and sliders are inactive until this cell "
              "returns; queue runs with .then() to keep them live")
 
@@ -106,14 +110,21 @@ class Dashboard:
     the GIL and the cores; default 0.03 = 3 %).
     `model` / `dataset`: your own `nn.Module` (each Start trains a fresh copy of it) and
     `data.Dataset` instead of the configured ones.
+    `worker`: where training runs. "process" (a child process, `ProcessRunHandle`): the
+    kernel stays free and small models train at full speed (a background thread in a kernel
+    trains digits up to 2x slower, see `engine.process_runner`); "thread" (`RunHandle.start`).
+    Default: "process", except for your own model or data set or a name added with
+    `register_model`, which only this process knows ("thread"). Both compute the same run.
     """
 
     def __init__(self, config: RunConfig | None = None, run_dir: str | Path | None = None, *,
                  overwrite: bool = False, refresh_hz: float = 4.0,
                  busy_share: float = DEFAULT_BUSY_SHARE,
                  fvcore: bool = True,
-                 title: str | None = None, model: Any = None, dataset: Any = None):
+                 title: str | None = None, model: Any = None, dataset: Any = None,
+                 worker: str | None = None):
         self.base = config or RunConfig()
+        self.worker = _check_worker(worker, self.base, model, dataset)
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.overwrite = overwrite
         self.refresh_hz = refresh_hz
@@ -198,10 +209,9 @@ class Dashboard:
             self.start()
 
     def start(self):
-        """Start a run with the controls' values in a background thread; returns its handle,
-        or None (with a one-line message in the UI) when the values are refused."""
-        from ..engine import RunHandle
-
+        """Start a run with the controls' values in a child process (or a background thread,
+        see `worker`); returns its handle, or None (with a one-line message in the UI) when
+        the values are refused."""
         with self.lock:
             if self.steering.live():
                 self.controls.say("a run is in progress; stop it first", "warn")
@@ -210,11 +220,8 @@ class Dashboard:
             if config is None:
                 return None
             self.controls.say("preparing data and model ...")
-            model = copy.deepcopy(self.own_model) if self.own_model is not None else None
             try:
-                handle = RunHandle(config, self.run_dir, [self._observe],
-                                   overwrite=self.overwrite, model=model,
-                                   dataset=self.own_dataset)
+                handle = self._new_handle(config)
             except Exception as e:  # bad data path, run folder in use, ...: one line, no traceback
                 self.controls.say(one_line(e), "error")
                 return None
@@ -229,6 +236,20 @@ class Dashboard:
                 self._refresher.start()
             handle.start()
             return handle
+
+    def _new_handle(self, config: RunConfig):
+        """A run handle for `config` that reports to this dashboard, in the chosen worker."""
+        from ..engine import ProcessRunHandle, RunHandle
+
+        worker = self.worker
+        if worker == "process" and not can_run_in_process(config):
+            worker = "thread"  # the model menu now names a model registered in this process
+        if worker == "process":
+            return ProcessRunHandle(config, self.run_dir, [self._observe],
+                                    overwrite=self.overwrite)
+        model = copy.deepcopy(self.own_model) if self.own_model is not None else None
+        return RunHandle(config, self.run_dir, [self._observe], overwrite=self.overwrite,
+                         model=model, dataset=self.own_dataset)
 
     def pause(self) -> None:
         """Pause at the end of the epoch in progress (the status line confirms it)."""
@@ -667,6 +688,18 @@ class Dashboard:
             self._counter = MacCounter(copy.deepcopy(self.own_model), size)
         counter = self._counter
         return lambda *_: counter
+
+
+def _check_worker(worker: str | None, config: RunConfig, model: Any, dataset: Any) -> str:
+    """The worker a dashboard trains in (see `Dashboard`); one line for a wrong value."""
+    if worker is None:
+        return "process" if can_run_in_process(config, model, dataset) else "thread"
+    if worker not in WORKERS:
+        raise ValueError(f"worker: {worker!r} is not allowed; allowed: process, thread")
+    if worker == "process" and (model is not None or dataset is not None):
+        raise ValueError("worker: 'process' cannot train your own model or data set object "
+                         "(the child process rebuilds the run from the config); use 'thread'")
+    return worker
 
 
 def _duration(seconds: float) -> str:
