@@ -99,6 +99,23 @@ class EpochSnapshot:
         }
 
 
+def notify(observers: list[Observer], event: Event) -> list[str]:
+    """Call every observer with `event`. One that raises is detached from `observers` (the
+    run goes on) and described in the returned messages, except an essential one
+    (`essential = True`, it keeps the record), whose error is raised."""
+    errors = []
+    for obs in list(observers):
+        try:
+            obs(event)
+        except Exception as e:
+            if getattr(obs, "essential", False):
+                raise
+            name = getattr(obs, "__name__", type(obs).__name__)
+            errors.append(f"observer {name} raised {type(e).__name__}: {e}; it was detached")
+            observers.remove(obs)
+    return errors
+
+
 def readonly(a: np.ndarray) -> np.ndarray:
     a = np.array(a, copy=True)
     a.setflags(write=False)

@@ -37,12 +37,12 @@ import queue
 import signal
 import threading
 import weakref
-from dataclasses import is_dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from ..config import ConfigError, RunConfig
-from .events import EpochSnapshot, Event, EventKind, Observer, frozen, readonly
+from .events import EpochSnapshot, Event, EventKind, Observer, frozen, notify, readonly
 
 # libgomp's barrier spin count in the child (GOMP_SPINCOUNT; default 300,000). With the
 # default, two processes whose OpenMP threads together outnumber the cores can spin against
@@ -82,13 +82,13 @@ def _plain(data: Any) -> Any:
     return data
 
 
-def _restored(kind: EventKind, data: Any) -> Any:
+def _restored(data: Any) -> Any:
     """The read-only event data an in-process observer would have received."""
     if isinstance(data, EpochSnapshot):
         return replace(data, extra=frozen(data.extra),
                        norms=tuple(readonly(a) for a in data.norms),
                        masks=tuple(readonly(a) for a in data.masks))
-    if isinstance(data, dict) and not is_dataclass(data):
+    if isinstance(data, dict):
         return frozen(data)
     return data
 
@@ -438,7 +438,7 @@ class ProcessRunHandle:
 
     def _event(self, item: tuple) -> bool:
         kind = EventKind(item[1])
-        event = Event(kind, item[2], _restored(kind, item[3]))
+        event = Event(kind, item[2], _restored(item[3]))
         if kind is EventKind.EPOCH_END:
             self._epoch = event.epoch
         elif kind is EventKind.RUN_START:
@@ -452,14 +452,7 @@ class ProcessRunHandle:
         return kind is EventKind.RUN_END
 
     def _deliver(self, event: Event) -> None:
-        for obs in list(self.observers):
-            try:
-                obs(event)
-            except Exception as e:  # as in the trainer: a watcher never stops the run
-                name = getattr(obs, "__name__", type(obs).__name__)
-                self.observer_errors.append(f"observer {name} raised {type(e).__name__}: {e}; "
-                                            "it was detached")
-                self.observers.remove(obs)
+        self.observer_errors += notify(self.observers, event)  # as in the trainer
 
     def _lost(self) -> None:
         """The child died without ending the run (killed, out of memory): say so as a

@@ -43,7 +43,7 @@ from ..pruning.criteria import lp_norms
 from ..schedules import prune_ratio_at, pruned_count
 from ..store.files import atomic_torch_save
 from . import distributed
-from .events import EpochSnapshot, Event, EventKind, Observer, frozen, readonly
+from .events import EpochSnapshot, Event, EventKind, Observer, frozen, notify, readonly
 
 # Fields a running run accepts at an epoch boundary; everything else fixes the run's identity.
 CHANGEABLE = {
@@ -174,18 +174,10 @@ class Trainer:
         self.observers.append(observer)
 
     def _emit(self, kind: EventKind, data: Any) -> None:
-        event = Event(kind, self.epoch, data)
-        for obs in list(self.observers):
-            try:
-                obs(event)
-            except Exception as e:  # a watching observer must never stop training ...
-                if getattr(obs, "essential", False):
-                    raise  # ... but one that keeps the record (essential = True) ends the run
-                name = getattr(obs, "__name__", type(obs).__name__)
-                msg = f"observer {name} raised {type(e).__name__}: {e}; it was detached"
-                self.observer_errors.append(msg)
-                self.observers.remove(obs)
-                warnings.warn(msg, RuntimeWarning, stacklevel=2)
+        # A watching observer never stops training; the recorder (essential) ends the run.
+        for msg in notify(self.observers, Event(kind, self.epoch, data)):
+            self.observer_errors.append(msg)
+            warnings.warn(msg, RuntimeWarning, stacklevel=2)
 
     # ----------------------------------------------------------------- the loop
 
