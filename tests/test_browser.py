@@ -7,7 +7,8 @@ it is still live, not after it ended. Then Stop. Then waits until every queued r
 comparison and the report are done, checks the plots hold data, saves a PNG with the Save
 button, moves a schedule slider, then saves the notebook, reloads the page and checks that
 every figure is drawn again as it was. A second, small notebook checks that a LiveFigure keeps
-updating after a reload.
+updating after a reload, and a third that the figures come back when the page is busy for
+seconds right after a reload (the "model not found" race of jupyterlab-widgets).
 Screenshots go to test-artifacts/browser/. Skips only where Chromium cannot be found.
 Everything listens on 127.0.0.1 with a random port and a token.
 """
@@ -135,9 +136,8 @@ PLOTS_JS = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).map
     points: (gd.data || []).map(t => (t.y ? t.y.length : (t.z ? t.z.length : 0))),
 }))"""
 # Logs each websocket message over 1 MB with its arrival time since the socket opened. After a
-# reload, jupyterlab-widgets asks for every widget's state in one message and gives up on all
-# of them (blank outputs, "model not found") when the answer takes more than 4 s; the test
-# prints how long it took.
+# reload, jupyterlab-widgets asks for every widget's state in one message (and falls back to
+# asking each widget when the answer takes more than 4 s); the test prints its size and time.
 BIG_MESSAGES_JS = """(() => { const Native = window.WebSocket;
   class Logged extends Native {
     constructor(...args) {
@@ -163,6 +163,28 @@ def _shot(page, name: str, locator=None) -> Path:
     return path
 
 
+def _set_target_p(page, value: float, failed_shot: str, console: list[str]) -> None:
+    """Type `value` into the first dashboard's "target P" readout and wait until its schedule
+    panel ends at value x 100 %."""
+    slider = page.locator(".widget-slider:has(label:text-is('target P'))").first
+    slider.scroll_into_view_if_needed()
+    readout = slider.locator(".widget-readout")
+    readout.click()
+    page.keyboard.press("Control+A")
+    page.keyboard.type(str(value))
+    page.keyboard.press("Enter")
+    try:
+        page.wait_for_function(
+            "() => { const gd = document.querySelector('.js-plotly-plot');"
+            f" const y = gd.data[0].y; return Math.abs(y[y.length - 1] - {value * 100}) < 1e-3; }}",
+            timeout=20_000)
+    except Exception:
+        _shot(page, failed_shot)
+        (ARTIFACTS / "console.txt").write_text("\n".join(console))
+        pytest.fail(f"the slider did not move the schedule: readout {readout.inner_text()!r},"
+                    f" schedule {page.evaluate(SCHEDULE_Y_JS)}")
+
+
 def test_tutorial_in_jupyterlab(lab):
     from playwright.sync_api import sync_playwright
 
@@ -184,121 +206,112 @@ def test_tutorial_in_jupyterlab(lab):
         console: list[str] = []  # the page's console, kept with the screenshots
         page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
         page.add_init_script(BIG_MESSAGES_JS)
-        page.goto(f"{base}/lab/tree/tutorial.ipynb?token={token}")
-        page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
-        # Kernel ready: the status bar says Idle.
-        page.wait_for_selector("text=| Idle", timeout=60_000)
-
-        page.click(".lm-MenuBar-itemLabel:text-is('Run')")
-        page.click(".lm-Menu-itemLabel:text-is('Run All Cells')")
-
-        dashboards = page.locator(".widget-vbox:has(> .widget-html:has-text('ASFP explorer'))")
-        asfp = dashboards.nth(0)
-        # Pause while a later cell runs (it is queued or executing: "[*]").
-        asfp.locator(".widget-html-content:has-text('training on')").wait_for(timeout=240_000)
-        later = page.locator(".jp-CodeCell").last
-        assert "[*]" in later.locator(".jp-InputPrompt").inner_text()
-        asfp.locator("button:has-text('Pause')").click()
-        asfp.locator(".widget-html-content:has-text('paused after epoch')").wait_for(
-            timeout=120_000)  # the run was still live when the click arrived
-        page.wait_for_selector("text=later cell done", timeout=60_000)
-        _shot(page, "01-asfp-paused.png", asfp)
-        assert asfp.locator("button:has-text('Resume')").is_enabled()
-        asfp.locator("button:has-text('Stop')").click()
-        asfp.locator(".widget-html-content:has-text('run stopped')").wait_for(timeout=120_000)
-        assert asfp.locator("button:has-text('Start')").is_enabled()
-        assert not asfp.locator("button:has-text('Pause')").is_enabled()
-
-        # Everything queued: the hard run, the comparison, the diagnostics, the adaptive-BN
-        # rerun, the export, the report, your CNN (five dashboards in all).
-        page.wait_for_selector("text=wrote runs/tutorial/asfp/report.html", timeout=400_000)
-        sfp, mine = dashboards.nth(1), dashboards.nth(4)
-        mine.locator(".widget-html-content:has-text('run finished')").wait_for(timeout=300_000)
-        plots = page.evaluate(PLOTS_JS)
-        drawn = [pl for pl in plots if pl["traces"] == 18]
-        assert len(drawn) == 5, plots
-        for i, d in enumerate(drawn):
-            assert d["points"][0] >= EPOCHS + 1  # schedule
-            if i != 0:  # the stopped ASFP run has fewer epochs
-                assert d["points"][4] >= EPOCHS + 1  # accuracy: epochs 0..T
-        assert len(plots) >= 6  # and the comparison figure
-
-        _shot(page, "02-asfp-stopped.png", asfp)
-        _shot(page, "03-sfp-dashboard.png", sfp)
-        _shot(page, "04-hard-asfp-dashboard.png", dashboards.nth(2))
-        _shot(page, "05-your-own-cnn.png", mine)
-        _shot(page, "06-compare.png", page.locator(".js-plotly-plot").nth(3))
-        _shot(page, "06-compare-diagnostics.png", page.locator(".js-plotly-plot").nth(4))
-
-        # A PNG from the Save button, in the run's folder.
-        asfp.locator("button:has-text('Save figure')").click()
-        asfp.locator(".widget-html-content:has-text('figure saved')").wait_for(timeout=120_000)
-        saved = sorted((work / "runs" / "tutorial" / "asfp" / "figures").glob("*.png"))
-        assert saved and saved[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        shutil.copy(saved[0], ARTIFACTS / "07-saved-from-the-button.png")
-
-        # Move the first dashboard's "target P" slider by typing into its readout.
-        before = page.evaluate(SCHEDULE_Y_JS)
-        slider = page.locator(".widget-slider:has(label:text-is('target P'))").first
-        slider.scroll_into_view_if_needed()
-        readout = slider.locator(".widget-readout")
-        readout.click()
-        page.keyboard.press("Control+A")
-        page.keyboard.type("0.2")
-        page.keyboard.press("Enter")
         try:
-            page.wait_for_function(
-                "() => { const gd = document.querySelector('.js-plotly-plot');"
-                " const y = gd.data[0].y; return Math.abs(y[y.length - 1] - 20) < 1e-3; }",
-                timeout=20_000)
-        except Exception:
-            _shot(page, "08-slider-FAILED.png", dashboards.nth(0))
-            (ARTIFACTS / "console.txt").write_text("\n".join(console))
-            pytest.fail(f"the slider did not move the schedule: readout {readout.inner_text()!r},"
-                        f" schedule {page.evaluate(SCHEDULE_Y_JS)}")
-        after_slider = page.evaluate(SCHEDULE_Y_JS)
-        assert before[-1] == pytest.approx(40.0) and after_slider[-1] == pytest.approx(20.0)
-        _shot(page, "08-asfp-after-slider.png",
-              page.locator(".jp-OutputArea-output:has(.js-plotly-plot)").nth(0))
-        text = page.locator(".widget-html-content:has-text('at P = 20 %')")
-        assert text.count() >= 1  # the FLOPs prediction followed the slider too
+            page.goto(f"{base}/lab/tree/tutorial.ipynb?token={token}")
+            page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+            # Kernel ready: the status bar says Idle.
+            page.wait_for_selector("text=| Idle", timeout=60_000)
 
-        # A reload (kernel alive): the dashboards come back with their data (the bug was blank
-        # figures). The notebook is saved first, as Lab's autosave would: a reload reads the
-        # outputs (the widget views) from the file and their state from the kernel.
-        # The traffic counted above is the run's: frame events would copy the 26 MB restore
-        # message out of the browser too.
-        page.remove_listener("websocket", on_ws)
-        page.keyboard.press("Control+s")
-        saved_nb = work / "tutorial.ipynb"
-        deadline = time.monotonic() + 60
-        while "widget-view+json" not in saved_nb.read_text():  # written by the server
-            assert time.monotonic() < deadline, "the notebook was not saved"
-            time.sleep(0.5)
-        time.sleep(5)  # a user reloads a while after the save (see the note below)
-        page.reload()
-        page.wait_for_selector("text=| Idle", timeout=120_000)
-        # The first dashboard comes back as it was, with the slider's change. The test does not
-        # require every output back: in the full tutorial jupyterlab-widgets drew all eight
-        # figures in 5 of 10 reloads and only the first 3-4 in the others ("model not found"
-        # for the later outputs, although the kernel's answer held them and arrived in under
-        # a second); docs/dashboard.md, known limits. It prints how many came back.
-        try:
-            page.wait_for_function(
-                "() => { const gd = document.querySelector('.js-plotly-plot');"
-                " return gd && (gd.data || []).length === 18 && gd.data[4].y"
-                " && gd.data[4].y.length > 1; }", timeout=120_000)
-        except Exception:
-            _shot(page, "09-after-reload-FAILED.png")
+            page.click(".lm-MenuBar-itemLabel:text-is('Run')")
+            page.click(".lm-Menu-itemLabel:text-is('Run All Cells')")
+
+            dashboards = page.locator(".widget-vbox:has(> .widget-html:has-text('ASFP explorer'))")
+            asfp = dashboards.nth(0)
+            # Pause while a later cell runs (it is queued or executing: "[*]").
+            asfp.locator(".widget-html-content:has-text('training on')").wait_for(timeout=240_000)
+            later = page.locator(".jp-CodeCell").last
+            assert "[*]" in later.locator(".jp-InputPrompt").inner_text()
+            asfp.locator("button:has-text('Pause')").click()
+            asfp.locator(".widget-html-content:has-text('paused after epoch')").wait_for(
+                timeout=120_000)  # the run was still live when the click arrived
+            page.wait_for_selector("text=later cell done", timeout=60_000)
+            _shot(page, "01-asfp-paused.png", asfp)
+            assert asfp.locator("button:has-text('Resume')").is_enabled()
+            asfp.locator("button:has-text('Stop')").click()
+            asfp.locator(".widget-html-content:has-text('run stopped')").wait_for(timeout=120_000)
+            assert asfp.locator("button:has-text('Start')").is_enabled()
+            assert not asfp.locator("button:has-text('Pause')").is_enabled()
+
+            # Everything queued: the hard run, the comparison, the diagnostics, the adaptive-BN
+            # rerun, the export, the report, your CNN (five dashboards in all).
+            page.wait_for_selector("text=wrote runs/tutorial/asfp/report.html", timeout=400_000)
+            sfp, mine = dashboards.nth(1), dashboards.nth(4)
+            mine.locator(".widget-html-content:has-text('run finished')").wait_for(timeout=300_000)
+            plots = page.evaluate(PLOTS_JS)
+            drawn = [pl for pl in plots if pl["traces"] == 18]
+            assert len(drawn) == 5, plots
+            for i, d in enumerate(drawn):
+                assert d["points"][0] >= EPOCHS + 1  # schedule
+                if i != 0:  # the stopped ASFP run has fewer epochs
+                    assert d["points"][4] >= EPOCHS + 1  # accuracy: epochs 0..T
+            assert len(plots) >= 6  # and the comparison figure
+
+            _shot(page, "02-asfp-stopped.png", asfp)
+            _shot(page, "03-sfp-dashboard.png", sfp)
+            _shot(page, "04-hard-asfp-dashboard.png", dashboards.nth(2))
+            _shot(page, "05-your-own-cnn.png", mine)
+            _shot(page, "06-compare.png", page.locator(".js-plotly-plot").nth(3))
+            _shot(page, "06-compare-diagnostics.png", page.locator(".js-plotly-plot").nth(4))
+
+            # A PNG from the Save button, in the run's folder.
+            asfp.locator("button:has-text('Save figure')").click()
+            asfp.locator(".widget-html-content:has-text('figure saved')").wait_for(timeout=120_000)
+            saved = sorted((work / "runs" / "tutorial" / "asfp" / "figures").glob("*.png"))
+            assert saved and saved[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+            shutil.copy(saved[0], ARTIFACTS / "07-saved-from-the-button.png")
+
+            # Move the first dashboard's "target P" slider by typing into its readout.
+            before = page.evaluate(SCHEDULE_Y_JS)
+            _set_target_p(page, 0.2, "08-slider-FAILED.png", console)
+            after_slider = page.evaluate(SCHEDULE_Y_JS)
+            assert before[-1] == pytest.approx(40.0) and after_slider[-1] == pytest.approx(20.0)
+            _shot(page, "08-asfp-after-slider.png",
+                  page.locator(".jp-OutputArea-output:has(.js-plotly-plot)").nth(0))
+            text = page.locator(".widget-html-content:has-text('at P = 20 %')")
+            assert text.count() >= 1  # the FLOPs prediction followed the slider too
+
+            # A reload (kernel alive): the dashboards come back with their data (the bug was blank
+            # figures). The notebook is saved first, as Lab's autosave would: a reload reads the
+            # outputs (the widget views) from the file and their state from the kernel.
+            # The traffic counted above is the run's: frame events would copy the restore
+            # message out of the browser too.
+            page.remove_listener("websocket", on_ws)
+            page.keyboard.press("Control+s")
+            saved_nb = work / "tutorial.ipynb"
+            deadline = time.monotonic() + 60
+            while "widget-view+json" not in saved_nb.read_text():  # written by the server
+                assert time.monotonic() < deadline, "the notebook was not saved"
+                time.sleep(0.5)
+            time.sleep(5)  # a user reloads a while after the save
+            page.reload()
+            page.wait_for_selector("text=| Idle", timeout=120_000)
+            # Every figure comes back, the first dashboard as it was, with the slider's change.
+            # (Before plotly_code.py, half of these reloads drew only the first 0-4 figures:
+            # "model not found" for the others.)
+            all_drawn = (f"() => {{ const p = ({PLOTS_JS})(); return p.length === {len(plots)}"
+                         " && p.every(x => x.traces > 0); }")
+            try:
+                page.wait_for_function(all_drawn, timeout=120_000)
+                page.wait_for_function(
+                    "() => { const gd = document.querySelector('.js-plotly-plot');"
+                    " return gd && (gd.data || []).length === 18 && gd.data[4].y"
+                    " && gd.data[4].y.length > 1; }", timeout=60_000)
+            except Exception:
+                _shot(page, "09-after-reload-FAILED.png")
+                (ARTIFACTS / "console.txt").write_text("\n".join(console))
+                pytest.fail(f"after a reload the figures hold: {page.evaluate(PLOTS_JS)}")
+            after = page.evaluate(PLOTS_JS)
+            assert after[0]["points"] == drawn[0]["points"]
+            assert page.evaluate(SCHEDULE_Y_JS)[-1] == pytest.approx(20.0)  # the slider's change
+            assert page.locator("text=model not found").count() == 0
+            restore = [line for line in console if "big message" in line]
+            restore.append(f"{sum(a['traces'] > 0 for a in after)} of {len(plots)} figures drawn")
+            _shot(page, "09-asfp-after-reload.png", dashboards.nth(0))
+        except Exception:  # keep what the page showed, whichever step failed
+            _shot(page, "FAILED.png")
             (ARTIFACTS / "console.txt").write_text("\n".join(console))
-            pytest.fail(f"after a reload the figures hold: {page.evaluate(PLOTS_JS)}")
-        time.sleep(5)  # the others, for the count below
-        after = page.evaluate(PLOTS_JS)
-        assert after[0]["points"] == drawn[0]["points"]
-        assert page.evaluate(SCHEDULE_Y_JS)[-1] == pytest.approx(20.0)  # the slider's change
-        restore = [line for line in console if "big message" in line]
-        restore.append(f"{sum(a['traces'] > 0 for a in after)} of {len(plots)} figures drawn")
-        _shot(page, "09-asfp-after-reload.png", dashboards.nth(0))
+            shutil.copy(work.parent / "lab.log", ARTIFACTS / "lab.log")  # the kernel's stderr
+            raise
 
         (ARTIFACTS / "console.txt").write_text("\n".join(console))
         browser.close()
@@ -370,4 +383,114 @@ def test_a_live_figure_keeps_its_data_and_its_updates_across_a_reload(tmp_path):
         assert page.evaluate(FIRST_Y_JS) == [3, 3, 3]  # the data as it was, not [1, 2]
         _type_into_slider(page, 5)
         page.wait_for_function(f"() => ({FIRST_Y_JS})().join() === '5,5,5'", timeout=30_000)
+        browser.close()
+
+
+TWO_FIGURES_NOTEBOOK = """import plotly.graph_objects as go
+from asfp_explorer.viz.live_figure import LiveFigure
+
+figures = [LiveFigure(data=[go.Scatter(y=[0.0])]) for _ in range(2)]
+for k, fig in enumerate(figures):
+    fig.sync_state()
+    display(fig)
+for k, fig in enumerate(figures):
+    with fig.batch_update():
+        fig.data[0].y = [k + 1.0] * 4"""
+# What the tutorial's reloads showed on a slow machine, made certain. An output asks for its
+# model as soon as the page has a widget manager, before the restore's answer is in, and
+# jupyterlab-widgets (8.1.9) then polls every 100 ms for 2 s. In the failed reloads these
+# polls did not get to run for up to 1.8 s after the models were registered, while the page
+# compiled plotly and drew figures; they woke after their 2 s and gave up ("model not found")
+# without looking again. Here: from page load until the first import of plotly's code (a
+# blob over 1 MB), the 100-ms sleeps of promise-based polls are held back; that import then
+# keeps the page busy for 3 s, and the held sleeps run after it. A safety valve lets them go
+# after 20 s in any case.
+BUSY_AFTER_RESTORE_JS = """(() => {
+  const nativeSetTimeout = window.setTimeout;
+  const held = [];
+  let holding = true;
+  const letGo = () => { holding = false; held.splice(0).forEach(f => nativeSetTimeout(f, 0)); };
+  nativeSetTimeout(letGo, 20000);
+  window.setTimeout = function (fn, ms, ...args) {
+    const promiseResolver = typeof fn === 'function'
+      && /native code/.test(Function.prototype.toString.call(fn));
+    if (holding && ms === 100 && promiseResolver) { held.push(() => fn(...args)); return 0; }
+    return nativeSetTimeout.call(this, fn, ms, ...args);
+  };
+  const nativeCreate = URL.createObjectURL;
+  URL.createObjectURL = function (blob) {
+    if (holding && blob && blob.size > 1e6) {
+      const end = performance.now() + 3000;
+      while (performance.now() < end) {}
+      letGo();
+    }
+    return nativeCreate.call(this, blob);
+  };
+})();"""
+# The other order: the page is busy for 3 s before any of LiveFigure's code has run (from the
+# import of its small loader, a JavaScript blob under 20 kB), so the outputs' polls give up
+# and show "model not found" first; the loader then draws them again.
+BUSY_BEFORE_LOADER_JS = """(() => {
+  const nativeCreate = URL.createObjectURL;
+  let busy = false;
+  URL.createObjectURL = function (blob) {
+    if (!busy && blob && blob.type === 'text/javascript' && blob.size < 20000) {
+      busy = true;
+      const end = performance.now() + 3000;
+      while (performance.now() < end) {}
+    }
+    return nativeCreate.call(this, blob);
+  };
+})();"""
+ALL_Y_JS = """() => Array.from(document.querySelectorAll('.js-plotly-plot'))
+    .map(gd => gd.data && gd.data[0] ? Array.from(gd.data[0].y) : null)"""
+
+
+@pytest.mark.parametrize("busy_js", [BUSY_AFTER_RESTORE_JS, BUSY_BEFORE_LOADER_JS],
+                         ids=["busy-after-loader", "busy-before-loader"])
+def test_figures_come_back_when_the_page_is_busy_right_after_a_reload(tmp_path, busy_js):
+    """Two LiveFigures, reloaded while the page is busy for 3 s: both come back with their
+    data, plotly's code was imported once, and no output is left saying "model not found"."""
+    import nbformat
+    from playwright.sync_api import sync_playwright
+
+    work = tmp_path / "lab"
+    work.mkdir()
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell(TWO_FIGURES_NOTEBOOK)]
+    nbformat.write(nb, work / "two.ipynb")
+    with _lab_server(tmp_path, work) as (base, token, _), sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1200, "height": 1400})
+        console: list[str] = []
+        page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+        page.goto(f"{base}/lab/tree/two.ipynb?token={token}")
+        page.wait_for_selector("text=| Idle", timeout=60_000)
+        page.click(".lm-MenuBar-itemLabel:text-is('Run')")
+        page.click(".lm-Menu-itemLabel:text-is('Run All Cells')")
+        page.wait_for_function(f"() => ({ALL_Y_JS})().map(String).join(';') === '1,1,1,1;2,2,2,2'",
+                               timeout=60_000)
+        page.keyboard.press("Control+s")
+        deadline = time.monotonic() + 60
+        while "widget-view+json" not in (work / "two.ipynb").read_text():
+            assert time.monotonic() < deadline, "the notebook was not saved"
+            time.sleep(0.5)
+        time.sleep(2)
+        page.add_init_script(busy_js)
+        console.clear()
+        page.reload()
+        try:
+            page.wait_for_function(
+                f"() => ({ALL_Y_JS})().map(String).join(';') === '1,1,1,1;2,2,2,2'",
+                timeout=60_000)
+        except Exception:
+            _shot(page, "10-busy-reload-FAILED.png")
+            pytest.fail(f"after a busy reload the figures hold {page.evaluate(ALL_Y_JS)}; "
+                        f"console: {console[-5:]}")
+        page.wait_for_function("() => !document.body.textContent.includes('model not found')",
+                               timeout=30_000)
+        assert page.evaluate("() => globalThis.__asfpExplorerPlotly.size") == 1
+        assert page.locator(".jp-mod-dirty").count() == 0  # the redraw left no "modified" mark
         browser.close()
