@@ -56,9 +56,10 @@ function holdRestore(manager) {
 }
 
 // Outputs that gave up before this module ran. JupyterLab's manager knows its notebook: each
-// widget output whose model exists but has no view is set again (same content), which makes
-// Lab render it anew. Only when the page shows the error; the notebook's "modified" flag is
-// left as it was.
+// widget output whose model exists but is not drawn as an output anywhere (none of its views
+// sits directly in an output area; a dashboard's parts also have views inside the dashboard)
+// is set again (same content), which makes Lab render it anew. Only when the page shows the
+// error; the notebook's "modified" flag is left as it was.
 async function redrawGivenUp(manager) {
   const notebook = manager.context?.model;
   const failed = [...document.querySelectorAll(".jp-OutputArea-output")]
@@ -72,7 +73,9 @@ async function redrawGivenUp(manager) {
       const id = item.data?.["application/vnd.jupyter.widget-view+json"]?.model_id;
       if (!id || !manager.has_model(id)) continue;
       const model = await manager.get_model(id);
-      if (Object.keys(model.views ?? {}).length === 0) outputs.set(i, item.toJSON());
+      const views = await Promise.all(Object.values(model.views ?? {}));
+      const shown = views.some((v) => v?.el?.parentElement?.classList.contains("jp-OutputArea-output"));
+      if (!shown) outputs.set(i, item.toJSON());
     }
   }
   notebook.dirty = wasDirty;
