@@ -163,6 +163,43 @@ def _shot(page, name: str, locator=None) -> Path:
     return path
 
 
+def _one_cell_notebook(tmp_path: Path, name: str, source: str) -> Path:
+    """A folder `lab` in `tmp_path` with `name`, a Python 3 notebook of one code cell."""
+    import nbformat
+
+    work = tmp_path / "lab"
+    work.mkdir()
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell(source)]
+    nbformat.write(nb, work / name)
+    return work
+
+
+def _open_notebook(p, base: str, token: str, name: str, height: int):
+    """A Chromium page on notebook `name`, once its kernel is idle."""
+    browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    page = browser.new_page(viewport={"width": 1200, "height": height})
+    page.goto(f"{base}/lab/tree/{name}?token={token}")
+    page.wait_for_selector("text=| Idle", timeout=60_000)
+    return browser, page
+
+
+def _run_all(page) -> None:
+    page.click(".lm-MenuBar-itemLabel:text-is('Run')")
+    page.click(".lm-Menu-itemLabel:text-is('Run All Cells')")
+
+
+def _save(page, path: Path) -> None:
+    """Save the notebook and wait until the server has written its widget outputs."""
+    page.keyboard.press("Control+s")
+    deadline = time.monotonic() + 60
+    while "widget-view+json" not in path.read_text():
+        assert time.monotonic() < deadline, "the notebook was not saved"
+        time.sleep(0.5)
+
+
 def _set_target_p(page, value: float, failed_shot: str, console: list[str]) -> None:
     """Type `value` into the first dashboard's "target P" readout and wait until its schedule
     panel ends at value x 100 %."""
@@ -212,8 +249,7 @@ def test_tutorial_in_jupyterlab(lab):
             # Kernel ready: the status bar says Idle.
             page.wait_for_selector("text=| Idle", timeout=60_000)
 
-            page.click(".lm-MenuBar-itemLabel:text-is('Run')")
-            page.click(".lm-Menu-itemLabel:text-is('Run All Cells')")
+            _run_all(page)
 
             dashboards = page.locator(".widget-vbox:has(> .widget-html:has-text('ASFP explorer'))")
             asfp = dashboards.nth(0)
@@ -276,12 +312,7 @@ def test_tutorial_in_jupyterlab(lab):
             # The traffic counted above is the run's: frame events would copy the restore
             # message out of the browser too.
             page.remove_listener("websocket", on_ws)
-            page.keyboard.press("Control+s")
-            saved_nb = work / "tutorial.ipynb"
-            deadline = time.monotonic() + 60
-            while "widget-view+json" not in saved_nb.read_text():  # written by the server
-                assert time.monotonic() < deadline, "the notebook was not saved"
-                time.sleep(0.5)
+            _save(page, work / "tutorial.ipynb")
             time.sleep(5)  # a user reloads a while after the save
             page.reload()
             page.wait_for_selector("text=| Idle", timeout=120_000)
@@ -351,31 +382,16 @@ def _type_into_slider(page, value: float) -> None:
 def test_a_live_figure_keeps_its_data_and_its_updates_across_a_reload(tmp_path):
     """The reload bug in isolation: a LiveFigure updated after display, the page reloaded, then
     updated again (a plain FigureWidget comes back with its construction-time data)."""
-    import nbformat
     from playwright.sync_api import sync_playwright
 
-    work = tmp_path / "lab"
-    work.mkdir()
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                 "language": "python"}
-    nb.cells = [nbformat.v4.new_code_cell(LIVE_NOTEBOOK)]
-    nbformat.write(nb, work / "live.ipynb")
+    work = _one_cell_notebook(tmp_path, "live.ipynb", LIVE_NOTEBOOK)
     with _lab_server(tmp_path, work) as (base, token, _), sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1200, "height": 900})
-        page.goto(f"{base}/lab/tree/live.ipynb?token={token}")
-        page.wait_for_selector("text=| Idle", timeout=60_000)
-        page.click(".lm-MenuBar-itemLabel:text-is('Run')")
-        page.click(".lm-Menu-itemLabel:text-is('Run All Cells')")
+        browser, page = _open_notebook(p, base, token, "live.ipynb", 900)
+        _run_all(page)
         page.wait_for_selector(".js-plotly-plot", timeout=60_000)
         _type_into_slider(page, 3)
         page.wait_for_function(f"() => ({FIRST_Y_JS})().join() === '3,3,3'", timeout=30_000)
-        page.keyboard.press("Control+s")
-        deadline = time.monotonic() + 60
-        while "widget-view+json" not in (work / "live.ipynb").read_text():
-            assert time.monotonic() < deadline, "the notebook was not saved"
-            time.sleep(0.5)
+        _save(page, work / "live.ipynb")
         time.sleep(2)
         page.reload()
         page.wait_for_selector(".js-plotly-plot", timeout=60_000)
@@ -451,32 +467,17 @@ ALL_Y_JS = """() => Array.from(document.querySelectorAll('.js-plotly-plot'))
 def test_figures_come_back_when_the_page_is_busy_right_after_a_reload(tmp_path, busy_js):
     """Two LiveFigures, reloaded while the page is busy for 3 s: both come back with their
     data, plotly's code was imported once, and no output is left saying "model not found"."""
-    import nbformat
     from playwright.sync_api import sync_playwright
 
-    work = tmp_path / "lab"
-    work.mkdir()
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                 "language": "python"}
-    nb.cells = [nbformat.v4.new_code_cell(TWO_FIGURES_NOTEBOOK)]
-    nbformat.write(nb, work / "two.ipynb")
+    work = _one_cell_notebook(tmp_path, "two.ipynb", TWO_FIGURES_NOTEBOOK)
     with _lab_server(tmp_path, work) as (base, token, _), sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1200, "height": 1400})
-        console: list[str] = []
+        browser, page = _open_notebook(p, base, token, "two.ipynb", 1400)
+        console: list[str] = []  # from the reload on
         page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
-        page.goto(f"{base}/lab/tree/two.ipynb?token={token}")
-        page.wait_for_selector("text=| Idle", timeout=60_000)
-        page.click(".lm-MenuBar-itemLabel:text-is('Run')")
-        page.click(".lm-Menu-itemLabel:text-is('Run All Cells')")
+        _run_all(page)
         page.wait_for_function(f"() => ({ALL_Y_JS})().map(String).join(';') === '1,1,1,1;2,2,2,2'",
                                timeout=60_000)
-        page.keyboard.press("Control+s")
-        deadline = time.monotonic() + 60
-        while "widget-view+json" not in (work / "two.ipynb").read_text():
-            assert time.monotonic() < deadline, "the notebook was not saved"
-            time.sleep(0.5)
+        _save(page, work / "two.ipynb")
         time.sleep(2)
         page.add_init_script(busy_js)
         console.clear()
