@@ -6,9 +6,10 @@ the ASFP dashboard, then waits for the paused confirmation: the click must reach
 it is still live, not after it ended. Then Stop. Then waits until every queued run, the
 comparison and the report are done, checks the plots hold data, saves a PNG with the Save
 button, moves a schedule slider, then saves the notebook, reloads the page and checks that
-every figure is drawn again as it was. A second, small notebook checks that a LiveFigure keeps
-updating after a reload, and a third that the figures come back when the page is busy for
-seconds right after a reload (the "model not found" race of jupyterlab-widgets).
+every figure is drawn again as it was, and that the slider still redraws the schedule. A second,
+small notebook checks that a LiveFigure keeps updating after a reload, and a third that the
+figures come back, and follow a slider, when the page is busy for seconds right after a
+reload (the "model not found" race of jupyterlab-widgets, and anywidget's 2-s limit).
 Screenshots go to test-artifacts/browser/. Skips only where Chromium cannot be found.
 Everything listens on 127.0.0.1 with a random port and a token.
 """
@@ -242,6 +243,7 @@ def test_tutorial_in_jupyterlab(lab):
         page.on("websocket", on_ws)
         console: list[str] = []  # the page's console, kept with the screenshots
         page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+        page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
         page.add_init_script(BIG_MESSAGES_JS)
         try:
             page.goto(f"{base}/lab/tree/tutorial.ipynb?token={token}")
@@ -337,7 +339,14 @@ def test_tutorial_in_jupyterlab(lab):
             assert page.locator("text=model not found").count() == 0
             restore = [line for line in console if "big message" in line]
             restore.append(f"{sum(a['traces'] > 0 for a in after)} of {len(plots)} figures drawn")
+            restore += [line for line in console if "left deaf" in line]
             _shot(page, "09-asfp-after-reload.png", dashboards.nth(0))
+            # And they still follow the kernel: the slider moved now redraws the schedule. (It
+            # did in only about half of the reloads while anywidget dropped the messages of a
+            # figure whose code had been loading for over 2 s; see plotly_code.py.)
+            _set_target_p(page, 0.3, "10-slider-after-reload-FAILED.png", console)
+            _shot(page, "10-asfp-slider-after-reload.png",
+                  page.locator(".jp-OutputArea-output:has(.js-plotly-plot)").nth(0))
         except Exception:  # keep what the page showed, whichever step failed
             _shot(page, "FAILED.png")
             (ARTIFACTS / "console.txt").write_text("\n".join(console))
@@ -402,16 +411,26 @@ def test_a_live_figure_keeps_its_data_and_its_updates_across_a_reload(tmp_path):
         browser.close()
 
 
-TWO_FIGURES_NOTEBOOK = """import plotly.graph_objects as go
+TWO_FIGURES_NOTEBOOK = """import ipywidgets as w
+import plotly.graph_objects as go
 from asfp_explorer.viz.live_figure import LiveFigure
 
 figures = [LiveFigure(data=[go.Scatter(y=[0.0])]) for _ in range(2)]
-for k, fig in enumerate(figures):
+level = w.FloatSlider(value=0, min=0, max=10, description="level")
+
+
+def follow(change):
+    for k, fig in enumerate(figures):
+        with fig.batch_update():
+            fig.data[0].y = [k + 1.0 + change["new"]] * 4
+
+
+level.observe(follow, names="value")
+display(level)
+for fig in figures:
     fig.sync_state()
     display(fig)
-for k, fig in enumerate(figures):
-    with fig.batch_update():
-        fig.data[0].y = [k + 1.0] * 4"""
+follow({"new": 0.0})"""
 # What the tutorial's reloads showed on a slow machine, made certain. An output asks for its
 # model as soon as the page has a widget manager, before the restore's answer is in, and
 # jupyterlab-widgets (8.1.9) then polls every 100 ms for 2 s. In the failed reloads these
@@ -458,15 +477,32 @@ BUSY_BEFORE_LOADER_JS = """(() => {
     return nativeCreate.call(this, blob);
   };
 })();"""
+# anywidget (0.11) gives each model 2 s from its construction until its code is bound; when
+# that runs out (a page blocked for seconds after a reload), it drops every later kernel
+# message to that model: the figure is drawn but no longer follows the kernel. Here the 2 s
+# run out at once for the first figure, as they did in about half of the tutorial's reloads.
+BUDGET_RUNS_OUT_JS = """(() => {
+  const nativeTimeout = AbortSignal.timeout;
+  let first = true;
+  AbortSignal.timeout = function (ms) {
+    if (!first || ms !== 2000) return nativeTimeout.call(AbortSignal, ms);
+    first = false;
+    const controller = new AbortController();
+    queueMicrotask(() => controller.abort(new DOMException("timed out", "TimeoutError")));
+    return controller.signal;
+  };
+})();"""
 ALL_Y_JS = """() => Array.from(document.querySelectorAll('.js-plotly-plot'))
     .map(gd => gd.data && gd.data[0] ? Array.from(gd.data[0].y) : null)"""
 
 
-@pytest.mark.parametrize("busy_js", [BUSY_AFTER_RESTORE_JS, BUSY_BEFORE_LOADER_JS],
-                         ids=["busy-after-loader", "busy-before-loader"])
+@pytest.mark.parametrize("busy_js", [BUSY_AFTER_RESTORE_JS, BUSY_BEFORE_LOADER_JS,
+                                     BUDGET_RUNS_OUT_JS],
+                         ids=["busy-after-loader", "busy-before-loader", "budget-runs-out"])
 def test_figures_come_back_when_the_page_is_busy_right_after_a_reload(tmp_path, busy_js):
-    """Two LiveFigures, reloaded while the page is busy for 3 s: both come back with their
-    data, plotly's code was imported once, and no output is left saying "model not found"."""
+    """Two LiveFigures, reloaded while the page is busy: both come back with their data,
+    plotly's code was imported once, no output is left saying "model not found", and a slider
+    moved afterwards redraws both."""
     from playwright.sync_api import sync_playwright
 
     work = _one_cell_notebook(tmp_path, "two.ipynb", TWO_FIGURES_NOTEBOOK)
@@ -474,7 +510,10 @@ def test_figures_come_back_when_the_page_is_busy_right_after_a_reload(tmp_path, 
         browser, page = _open_notebook(p, base, token, "two.ipynb", 1400)
         console: list[str] = []  # from the reload on
         page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+        page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
         _run_all(page)
+        # The cell's updates reach the page before plotly's code is loaded: they are kept and
+        # handed to plotly's model once it is (without that, they keep their first data).
         page.wait_for_function(f"() => ({ALL_Y_JS})().map(String).join(';') === '1,1,1,1;2,2,2,2'",
                                timeout=60_000)
         _save(page, work / "two.ipynb")
@@ -494,4 +533,17 @@ def test_figures_come_back_when_the_page_is_busy_right_after_a_reload(tmp_path, 
                                timeout=30_000)
         assert page.evaluate("() => globalThis.__asfpExplorerPlotly.size") == 1
         assert page.locator(".jp-mod-dirty").count() == 0  # the redraw left no "modified" mark
+        # The figures still listen: a slider moved now redraws both.
+        _type_into_slider(page, 5)
+        try:
+            page.wait_for_function(
+                f"() => ({ALL_Y_JS})().map(String).join(';') === '6,6,6,6;7,7,7,7'",
+                timeout=30_000)
+        except Exception:
+            _shot(page, "10-busy-reload-slider-FAILED.png")
+            (ARTIFACTS / "console.txt").write_text("\n".join(console))
+            pytest.fail(f"after a busy reload a slider move left the figures at "
+                        f"{page.evaluate(ALL_Y_JS)}; console: {console[-5:]}")
+        if busy_js is BUDGET_RUNS_OUT_JS:  # the case above did happen, and was repaired
+            assert any("left deaf by anywidget" in line for line in console), console
         browser.close()

@@ -17,6 +17,11 @@ was 26 MB and the page stayed busy for seconds after the models were registered;
 some polls 1.6-1.8 s late, and about half of the reloads on the 2-core test machine left some
 of the ten outputs blank. The loader also covers what a smaller message does not: see
 `holdRestore` and `redrawGivenUp` below (docs/dashboard.md, "Known limits", has the numbers).
+
+Why the loader's `initialize` returns at once: anywidget (0.11) drops every kernel message to
+a model whose code was not bound within 2 s of the model's construction. Waiting there for
+plotly's code did that in about half of the tutorial's reloads: the figures were drawn but a
+slider no longer moved them. See `keepEarlyUpdates` and `keepListening`.
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ LOADER_ESM = """\
 const modules = (globalThis.__asfpExplorerPlotly ??= new Map());
 const held = (globalThis.__asfpExplorerHeld ??= new WeakSet());
 const SETTLE_MS = 2500;  // longer than the manager's 2 s wait for a model
+const whenIdle = globalThis.requestIdleCallback ?? ((f) => setTimeout(f, 500));
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 function holdRestore(manager) {
   if (!manager || held.has(manager) || !("restoredStatus" in manager)
@@ -51,7 +58,6 @@ function holdRestore(manager) {
     redrawGivenUp(manager).catch((e) => console.warn("asfp-explorer: no redraw of outputs", e));
   };
   // After the settle time, wait until the page is idle: every poll that was due has run.
-  const whenIdle = globalThis.requestIdleCallback ?? ((f) => setTimeout(f, 500));
   setTimeout(() => whenIdle(release, { timeout: 10000 }), SETTLE_MS);
 }
 
@@ -81,10 +87,14 @@ async function redrawGivenUp(manager) {
   notebook.dirty = wasDirty;
 }
 
+// The first figure on a page imports plotly's code when the page is idle: compiling it keeps
+// the page busy for a second or more, and the other figures' small loaders should be in first
+// (see `initialize` below).
 function plotlyModule(model) {
   const id = model.get("_plotly_code");
   if (!modules.has(id)) {
     const loading = (async () => {
+      await new Promise((resolve) => whenIdle(resolve, { timeout: 1000 }));
       const carrier = await model.widget_manager.get_model(id);
       const blob = new Blob([carrier.get("code")], { type: "text/javascript" });
       const url = URL.createObjectURL(blob);
@@ -100,16 +110,112 @@ function plotlyModule(model) {
   return modules.get(id);
 }
 
+// The widget state plotly's model listens to, kernel to page.
+const PY2JS = ["_py2js_addTraces", "_py2js_deleteTraces", "_py2js_moveTraces", "_py2js_restyle",
+  "_py2js_relayout", "_py2js_update", "_py2js_animate", "_py2js_removeLayoutProps",
+  "_py2js_removeTraceProps"];
+
+// Keeps the updates that reach the model before plotly's code is loaded, in order; a new full
+// state (`_widget_data` or `_widget_layout`) replaces those before it. The function returned
+// initializes plotly's definition and hands it the kept updates as if they came now.
+function keepEarlyUpdates(model) {
+  const early = [];
+  const listeners = [];
+  const listen = (event, callback) => {
+    model.on(event, callback);
+    listeners.push([event, callback]);
+  };
+  for (const name of PY2JS) {
+    listen(`change:${name}`, () => {
+      const value = model.get(name);
+      if (value !== null && value !== undefined) early.push([name, value]);
+    });
+  }
+  for (const name of ["_widget_data", "_widget_layout"]) {
+    listen(`change:${name}`, () => { early.length = 0; });
+  }
+
+  return (figure, context) => {
+    for (const [event, callback] of listeners) model.off(event, callback);
+    const handlers = [];
+    const replaying = new Map();
+    let recording = true;
+    const wrapped = {
+      ...model,
+      get: (key) => (replaying.has(key) ? replaying.get(key) : model.get(key)),
+      on: (event, callback) => {
+        if (recording) handlers.push([event, callback]);
+        model.on(event, callback);
+      },
+    };
+    figure.initialize?.({ ...context, model: wrapped });
+    recording = false;
+    for (const [name, value] of early) {
+      replaying.set(name, value);
+      for (const [event, callback] of handlers) if (event === `change:${name}`) callback();
+      replaying.delete(name);
+    }
+  };
+}
+
+// anywidget (0.11) hands a kernel message to a model only once the model's `initialize` has
+// returned, and drops all of them for good when that took longer than 2 s from the model's
+// construction ("[anywidget] Failed to initialize model."). The figure is drawn but deaf:
+// sliders no longer move it. Our `initialize` returns at once, but a page blocked for seconds
+// before it even ran (a reload on a slow machine) still leaves the model deaf. Such a model
+// gets its messages past anywidget's wait and asks the kernel for its whole state, which
+// stands for the messages dropped meanwhile; the figure is drawn after that. Only when
+// anywidget's own handler refuses a message. The real model (anywidget hands us a proxy) is
+// the manager's model whose `_widget_data` is the very same object.
+async function keepListening(proxy) {
+  const manager = proxy.widget_manager;
+  const data = proxy.get("_widget_data");
+  const found = Promise.any(Object.values(manager?._models ?? {}).map(async (promise) => {
+    const candidate = await promise;
+    if (candidate?.get?.("_widget_data") !== data) throw new Error("another model");
+    return candidate;
+  }));
+  const model = await Promise.race([found, sleep(5000)]).catch(() => undefined);
+  if (!model?.comm || typeof model._handle_comm_msg !== "function") return;
+  const ownHandler = (proto) => Object.prototype.hasOwnProperty.call(proto, "_handle_comm_msg");
+  let proto = Object.getPrototypeOf(model);
+  while (proto && !ownHandler(proto)) proto = Object.getPrototypeOf(proto);
+  let base = proto && Object.getPrototypeOf(proto);  // below anywidget's handler: ipywidgets'
+  while (base && !ownHandler(base)) base = Object.getPrototypeOf(base);
+  if (!base) return;
+  const probe = { content: { data: { method: "custom", content: {} } }, buffers: [] };
+  const deaf = await model._handle_comm_msg(probe).then(() => false, () => true);
+  if (!deaf) return;
+  console.warn(`asfp-explorer: figure ${model.model_id} was left deaf by anywidget; listening again`);
+  let answered;
+  const answer = new Promise((resolve) => { answered = resolve; });
+  model.comm.on_msg(async (msg) => {
+    await base._handle_comm_msg.call(model, msg);
+    if (msg.content?.data?.state?._widget_data !== undefined) answered();
+  });
+  model.comm.send({ method: "request_state" }, {});
+  await Promise.race([answer, sleep(10000)]);  // a busy kernel answers later: draw meanwhile
+}
+
 export default () => {
-  let figure;  // plotly's own widget definition for this model
+  let loaded;  // plotly's widget definition, initialized for this model
   return {
-    async initialize(context) {
-      holdRestore(context.model.widget_manager);
-      const plotly = await plotlyModule(context.model);
-      figure = typeof plotly.default === "function" ? await plotly.default() : plotly.default;
-      return figure.initialize?.(context);
+    initialize(context) {
+      // Returns at once, so that anywidget keeps delivering messages (see keepListening);
+      // plotly's code loads meanwhile and the updates that come first are kept for it.
+      const { model } = context;
+      holdRestore(model.widget_manager);
+      const initializeWith = keepEarlyUpdates(model);
+      loaded = (async () => {
+        const [plotly] = await Promise.all([plotlyModule(model), keepListening(model)]);
+        const figure = typeof plotly.default === "function" ? await plotly.default() : plotly.default;
+        initializeWith(figure, context);
+        return figure;
+      })();
+      loaded.catch((e) => console.error("asfp-explorer: plotly's figure code did not load", e));
     },
-    render(context) {
+    async render(context) {
+      const figure = await loaded;
       return figure.render(context);
     },
   };
